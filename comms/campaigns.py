@@ -1,0 +1,151 @@
+"""Campaigns: a templated message to an audience of subscribers, fired once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from comms import contract
+from comms.db import after_commit
+from comms.dispatch import publish
+from comms.models import (
+    Campaign,
+    CampaignStatus,
+    Channel,
+    Delivery,
+    DeliveryState,
+    Message,
+    Subscriber,
+)
+
+OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SCHEDULED, DeliveryState.SENDING)
+
+
+class CampaignError(ValueError):
+    pass
+
+
+def create_campaign(
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    name: str,
+    sender: str,
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    tags: list[str] | None = None,
+) -> Campaign:
+    if not text and not html:
+        raise CampaignError("a campaign needs a text or an html body")
+    campaign = Campaign(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        name=name,
+        from_address=sender,
+        subject=subject,
+        text_body=text,
+        html_body=html,
+        audience={"tags": tags or []},
+        status=CampaignStatus.DRAFT,
+    )
+    session.add(campaign)
+    session.flush()
+    message = Message(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        channel=Channel.EMAIL,
+        content={"from": sender, "subject": subject, "text": text, "html": html},
+        campaign_id=campaign.id,
+        source="campaign",
+    )
+    session.add(message)
+    campaign.message_id = message.id
+    session.flush()
+    return campaign
+
+
+def audience_query(campaign: Campaign) -> Select[tuple[uuid.UUID, str]]:
+    query = select(Subscriber.id, Subscriber.email).where(
+        Subscriber.tenant_id == campaign.tenant_id
+    )
+    tags: list[str] = campaign.audience.get("tags") or []
+    if tags:
+        query = query.where(Subscriber.tags.overlap(tags))
+    return query
+
+
+def fire(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> None:
+    """Start the fan-out (draft → firing); firing twice is refused, never sent twice."""
+    moved = session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.tenant_id == tenant_id,
+            Campaign.status == CampaignStatus.DRAFT,
+        )
+        .values(status=CampaignStatus.FIRING, fired_at=func.now())
+    ).rowcount  # type: ignore[attr-defined]
+    if not moved:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.tenant_id != tenant_id:
+            raise CampaignError(f"campaign {campaign_id} does not exist")
+        raise CampaignError(f"campaign is {campaign.status.value}; only a draft can be fired")
+    after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), ""]))
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    campaign_id: uuid.UUID
+    status: str
+    audience: int
+    counts: dict[str, int]
+
+    @property
+    def settled(self) -> int:
+        return sum(n for state, n in self.counts.items() if state not in OPEN_STATES)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.campaign_id),
+            "status": self.status,
+            "audience": self.audience,
+            "settled": self.settled,
+            "counts": self.counts,
+        }
+
+
+def progress(session: Session, campaign_id: uuid.UUID) -> CampaignProgress:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignError(f"campaign {campaign_id} does not exist")
+    counts = {
+        state.value: n
+        for state, n in session.execute(
+            select(Delivery.state, func.count())
+            .where(Delivery.campaign_id == campaign_id)
+            .group_by(Delivery.state)
+        ).tuples()
+    }
+    audience = session.scalar(select(func.count()).select_from(audience_query(campaign).subquery()))
+    return CampaignProgress(campaign.id, campaign.status.value, int(audience or 0), counts)
+
+
+def settle_finished_campaigns(session: Session) -> int:
+    """Campaigns whose fan-out finished and whose deliveries all settled become done."""
+    open_delivery = (
+        select(Delivery.id)
+        .where(Delivery.campaign_id == Campaign.id, Delivery.state.in_(OPEN_STATES))
+        .exists()
+    )
+    result = session.execute(
+        update(Campaign)
+        .where(Campaign.status == CampaignStatus.SENDING, ~open_delivery)
+        .values(status=CampaignStatus.DONE)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,447 @@
+"""The ``comms`` command line: dev stack, database, tenants, providers, sending, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any, NoReturn
+
+import click
+
+from comms.commands import CommandError
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        _fail(f"{what}: {value!r} is not a valid id (expected a UUID)", 2)
+
+
+def _settings_pairs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"--set {pair!r}: expected KEY=VALUE", 2)
+        key, raw = pair.split("=", 1)
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+@click.group()
+@click.version_option(package_name="comms")
+def main() -> None:
+    """comms: multi-tenant email and SMS delivery on a Celery worker fleet."""
+    from comms.logging import configure_logging
+    from comms.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+# -- dev stack ---------------------------------------------------------------
+@main.group()
+def dev() -> None:
+    """The embedded PostgreSQL and Redis under .comms/ (development)."""
+
+
+@dev.command("up")
+def dev_up() -> None:
+    """Start the embedded PostgreSQL and Redis (idempotent)."""
+    from comms.devstack import DevStack
+    from comms.settings import get_settings
+
+    info = DevStack(get_settings().data_dir).up()
+    click.echo(f"postgres  {info.database_url}")
+    click.echo(f"redis     {info.redis_url}")
+
+
+@dev.command("status")
+def dev_status() -> None:
+    """Show whether the embedded services run."""
+    from comms.devstack import DevStack
+    from comms.settings import get_settings
+
+    for key, value in DevStack(get_settings().data_dir).status().items():
+        click.echo(f"{key:14} {value}")
+
+
+@dev.command("down")
+@click.option("--destroy", is_flag=True, help="Also delete the data under .comms/")
+def dev_down(destroy: bool) -> None:
+    """Stop the embedded services."""
+    from comms.devstack import DevStack
+    from comms.settings import get_settings
+
+    stack = DevStack(get_settings().data_dir)
+    if destroy:
+        stack.destroy()
+    else:
+        stack.down()
+    click.echo("stopped")
+
+
+@dev.command("sink")
+@click.option("--port", default=2525, show_default=True)
+def dev_sink(port: int) -> None:
+    """Run a loopback SMTP sink that prints what it receives."""
+    from comms.devsink import SinkHandler, SmtpSink
+
+    handler = SinkHandler()
+    with SmtpSink(handler, port=port):
+        click.echo(f"SMTP sink on 127.0.0.1:{port}; Ctrl-C to stop")
+        seen = 0
+        try:
+            while True:
+                handler.wait_for(seen + 1, timeout=1.0)
+                for mail in handler.received[seen:]:
+                    click.echo(f"{mail.recipients[0]}  {mail.subject}  {mail.message_id}")
+                seen = len(handler.received)
+        except KeyboardInterrupt:
+            pass
+
+
+# -- database ----------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Schema migrations."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply Alembic migrations up to REVISION (default: head)."""
+    from comms.db import migrate
+
+    migrate(revision)
+    click.echo(f"database at {revision}")
+
+
+# -- tenants -----------------------------------------------------------------
+@main.group()
+def tenant() -> None:
+    """Tenants and API keys."""
+
+
+@tenant.command("create")
+@click.argument("name")
+def tenant_create(name: str) -> None:
+    """Create a tenant and print its id and a new API key (shown only once)."""
+    from comms.db import unit_of_work
+    from comms.tenants import create_tenant
+
+    try:
+        with unit_of_work() as session:
+            row, key = create_tenant(session, name)
+    except ValueError as exc:
+        _fail(f"name: {exc}", 2)
+    click.echo(f"tenant_id {row.id}")
+    click.echo(f"api_key   {key.key}")
+    click.echo("(store the key now: only its hash is kept)", err=True)
+
+
+# -- providers ---------------------------------------------------------------
+@main.group()
+def providers() -> None:
+    """Installed provider adaptors."""
+
+
+@providers.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def providers_list(as_json: bool) -> None:
+    """List installed providers, their channel and settings schema."""
+    from comms.providers import available_providers
+
+    items = [
+        {"name": name, "channel": cls.channel.value, "settings_schema": cls.settings_schema}
+        for name, cls in sorted(available_providers().items())
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        props = item["settings_schema"].get("properties", {})
+        fields = ", ".join(f"{k}{'*' if v.get('secret') else ''}" for k, v in props.items())
+        click.echo(f"{item['name']:10} {item['channel']:6} {fields}")
+    click.echo("(* secret: stored encrypted, never shown)")
+
+
+@main.group()
+def provider() -> None:
+    """Provider configurations (system defaults and tenants' own)."""
+
+
+@provider.command("add")
+@click.argument("kind")
+@click.option("--name", required=True, help="A name unique per tenant")
+@click.option("--tenant", "tenant_id", help="Tenant id; omit for a system default")
+@click.option("--channel", type=click.Choice(["email", "sms"]))
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--set", "pairs", multiple=True, help="Setting KEY=VALUE (repeatable)")
+def provider_add(
+    kind: str,
+    name: str,
+    tenant_id: str | None,
+    channel: str | None,
+    priority: int,
+    pairs: tuple[str, ...],
+) -> None:
+    """Save a provider configuration; secret settings are encrypted."""
+    from sqlalchemy.exc import IntegrityError
+
+    from comms.crypto import CryptoConfigError
+    from comms.db import unit_of_work
+    from comms.models import Channel
+    from comms.provider_configs import create_provider_config, public_view
+    from comms.providers import ConfigurationError
+
+    owner = _uuid(tenant_id, "--tenant") if tenant_id else None
+    try:
+        with unit_of_work() as session:
+            config = create_provider_config(
+                session,
+                kind=kind,
+                name=name,
+                settings=_settings_pairs(pairs),
+                tenant_id=owner,
+                channel=Channel(channel) if channel else None,
+                priority=priority,
+            )
+            view = public_view(config)
+    except ConfigurationError as exc:
+        _fail(str(exc), 2)
+    except CryptoConfigError as exc:
+        _fail(str(exc))
+    except IntegrityError:
+        _fail(
+            f"--name: a provider named {name!r} already exists for this owner, or no such tenant", 2
+        )
+    click.echo(json.dumps(view, indent=2))
+
+
+@provider.command("list")
+@click.option("--tenant", "tenant_id", help="Only this tenant's (default: all)")
+def provider_list(tenant_id: str | None) -> None:
+    """List provider configurations (secrets masked)."""
+    from sqlalchemy import select
+
+    from comms.db import unit_of_work
+    from comms.models import ProviderConfig
+    from comms.provider_configs import public_view
+
+    with unit_of_work() as session:
+        query = select(ProviderConfig).order_by(ProviderConfig.created_at)
+        if tenant_id:
+            query = query.where(ProviderConfig.tenant_id == _uuid(tenant_id, "--tenant"))
+        views = [public_view(c) for c in session.scalars(query)]
+    click.echo(json.dumps(views, indent=2))
+
+
+# -- sending -----------------------------------------------------------------
+@main.group()
+def send() -> None:
+    """Send a message (published to the fleet like any producer would)."""
+
+
+def _wait_and_show(tenant_id: uuid.UUID, key: str, timeout: float) -> None:
+    from comms.db import unit_of_work
+    from comms.deliveries import TERMINAL
+    from comms.messaging import find_message_id, message_status
+    from comms.models import DeliveryState
+
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        with unit_of_work() as session:
+            message_id = find_message_id(session, tenant_id, key)
+            if message_id is not None:
+                status = message_status(session, tenant_id, message_id)
+                states = {DeliveryState(r["status"]) for r in status["recipients"]}  # type: ignore[attr-defined]
+                if states <= TERMINAL:
+                    break
+        time.sleep(0.2)
+    if status is None:
+        _fail(f"no worker accepted the message within {timeout:.0f}s (is `comms worker` running?)")
+    click.echo(json.dumps(status, indent=2))
+
+
+@send.command("email")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--from", "sender", required=True)
+@click.option("--to", "to", multiple=True, required=True, help="Recipient (repeatable)")
+@click.option("--subject", required=True)
+@click.option("--text")
+@click.option("--html")
+@click.option("--reply-to")
+@click.option("--idempotency-key")
+@click.option("--wait", is_flag=True, help="Wait for the sends to settle and show them")
+@click.option("--timeout", default=60.0, show_default=True)
+def send_email(
+    tenant_id: str,
+    sender: str,
+    to: tuple[str, ...],
+    subject: str,
+    text: str | None,
+    html: str | None,
+    reply_to: str | None,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Publish a comms.send_email command."""
+    from comms import client
+
+    tid = _uuid(tenant_id, "--tenant")
+    try:
+        key = client.send_email(
+            tenant_id=tid, sender=sender, to=list(to), subject=subject, text=text, html=html,
+            reply_to=reply_to, idempotency_key=idempotency_key,
+        )  # fmt: skip
+    except CommandError as exc:
+        _fail("; ".join(f"{e['field']}: {e['message']}" for e in exc.errors), 2)
+    click.echo(f"queued idempotency_key={key}")
+    if wait:
+        _wait_and_show(tid, key, timeout)
+
+
+@send.command("sms")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--to", "to", multiple=True, required=True, help="E.164 number (repeatable)")
+@click.option("--body", required=True)
+@click.option("--from", "sender")
+@click.option("--idempotency-key")
+@click.option("--wait", is_flag=True)
+@click.option("--timeout", default=60.0, show_default=True)
+def send_sms(
+    tenant_id: str,
+    to: tuple[str, ...],
+    body: str,
+    sender: str | None,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Publish a comms.send_sms command."""
+    from comms import client
+
+    tid = _uuid(tenant_id, "--tenant")
+    try:
+        key = client.send_sms(
+            tenant_id=tid, to=list(to), body=body, sender=sender, idempotency_key=idempotency_key
+        )
+    except CommandError as exc:
+        _fail("; ".join(f"{e['field']}: {e['message']}" for e in exc.errors), 2)
+    click.echo(f"queued idempotency_key={key}")
+    if wait:
+        _wait_and_show(tid, key, timeout)
+
+
+@main.group()
+def message() -> None:
+    """Inspect messages."""
+
+
+@message.command("show")
+@click.argument("message_id")
+@click.option("--tenant", "tenant_id", required=True)
+def message_show(message_id: str, tenant_id: str) -> None:
+    """Show a message and each recipient's status."""
+    from comms.db import unit_of_work
+    from comms.messaging import MessageNotFound, message_status
+
+    try:
+        with unit_of_work() as session:
+            status = message_status(
+                session, _uuid(tenant_id, "--tenant"), _uuid(message_id, "MESSAGE_ID")
+            )
+    except MessageNotFound as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(status, indent=2))
+
+
+# -- processes ---------------------------------------------------------------
+def _exec_celery(args: list[str]) -> NoReturn:
+    # resolve the embedded stack once here so every forked process shares the same URLs
+    from comms.endpoints import get_endpoints
+
+    endpoints = get_endpoints()
+    os.environ.setdefault("COMMS_DATABASE_URL", endpoints.database_url)
+    os.environ.setdefault("COMMS_REDIS_URL", endpoints.redis_url)
+    if endpoints.master_keys:
+        os.environ.setdefault("COMMS_MASTER_KEYS", endpoints.master_keys)
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+    os.execv(sys.executable, argv)  # noqa: S606 (becomes celery; argv is fixed by us)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--queues", "-Q", default="send,fanout,events,inbound,scheduled", show_default=True)
+@click.option("--concurrency", "-c", type=int, default=2, show_default=True)
+@click.option("--hostname", "-n", default=None)
+@click.pass_context
+def worker(ctx: click.Context, queues: str, concurrency: int, hostname: str | None) -> None:
+    """Start a Celery worker for QUEUES (extra arguments go to celery)."""
+    from comms.contract import QUEUES
+
+    unknown = [q for q in queues.split(",") if q.strip() not in QUEUES]
+    if unknown:
+        _fail(f"--queues: unknown queue(s) {', '.join(unknown)}; known: {', '.join(QUEUES)}", 2)
+    args = ["worker", "-Q", queues, "-c", str(concurrency), "--without-mingle", "--without-gossip"]
+    if hostname:
+        args += ["-n", hostname]
+    _exec_celery([*args, *ctx.args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Start celery beat (run exactly one per fleet)."""
+    from comms.settings import get_settings
+
+    schedule_file = get_settings().data_dir / "celerybeat-schedule"
+    schedule_file.parent.mkdir(parents=True, exist_ok=True)
+    _exec_celery(["beat", "-s", str(schedule_file), *ctx.args])
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: COMMS_API_HOST")
+@click.option("--port", type=int, default=None, help="Default: COMMS_API_PORT")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from comms.api import create_app
+    from comms.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+    )
+
+
+@main.command()
+@click.option("--recipients", default=300, show_default=True, help="Campaign audience size")
+@click.option("--workers", "n_workers", default=2, show_default=True)
+def demo(recipients: int, n_workers: int) -> None:
+    """Run the fleet end to end on this machine and count what the SMTP sink received."""
+    from comms.demo import run_demo
+
+    sys.exit(run_demo(recipients=recipients, n_workers=n_workers))
+
+
+if __name__ == "__main__":
+    main()

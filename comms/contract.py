@@ -1,0 +1,38 @@
+"""The producer contract: task names, their queues and JSON arguments.
+
+A producer service publishes these by name (Celery ``send_task`` or any client
+that speaks the Celery message protocol with JSON bodies); it needs only the
+broker URL. Arguments are JSON objects validated by ``comms.commands``.
+
+| task name               | queue     | args                                |
+|-------------------------|-----------|-------------------------------------|
+| ``comms.send_email``    | send      | ``[EmailCommand as JSON object]``   |
+| ``comms.send_sms``      | send      | ``[SmsCommand as JSON object]``     |
+| ``comms.deliver``       | send      | ``["<delivery uuid>"]`` (internal)  |
+| ``comms.fanout``        | fanout    | ``["<campaign uuid>", "<cursor>"]`` |
+| ``comms.sweep``         | scheduled | ``[]`` (beat)                       |
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SEND_EMAIL: Final = "comms.send_email"
+SEND_SMS: Final = "comms.send_sms"
+DELIVER: Final = "comms.deliver"
+FANOUT: Final = "comms.fanout"
+SWEEP: Final = "comms.sweep"
+
+QUEUES: Final = ("send", "fanout", "events", "inbound", "scheduled")
+
+ROUTES: Final[dict[str, str]] = {
+    SEND_EMAIL: "send",
+    SEND_SMS: "send",
+    DELIVER: "send",
+    FANOUT: "fanout",
+    SWEEP: "scheduled",
+}
+
+
+def queue_for(task_name: str) -> str:
+    return ROUTES[task_name]

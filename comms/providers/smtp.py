@@ -1,0 +1,197 @@
+"""The SMTP provider: any SMTP server, STARTTLS or implicit TLS, AUTH, pooled connections.
+
+One connection per (host, port, user, tls) is kept open per worker process and
+reused across sends; a dropped connection is reopened once before giving up.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, ClassVar
+
+from comms.models import Channel
+from comms.providers.base import Outbound, OutboundEmail, Provider, SendResult
+from comms.providers.errors import (
+    ConfigurationError,
+    PermanentError,
+    ThrottledError,
+    TransientError,
+)
+
+_THROTTLE_CODES = {421, 450, 451, 452, 454}
+_pool: dict[tuple[str, int, str, str], smtplib.SMTP] = {}
+_pool_lock = threading.Lock()
+
+
+def close_all_connections() -> None:
+    with _pool_lock:
+        for conn in _pool.values():
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+        _pool.clear()
+
+
+class SmtpProvider(Provider):
+    name = "smtp"
+    channel = Channel.EMAIL
+    settings_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["host"],
+        "properties": {
+            "host": {"type": "string"},
+            "port": {"type": "integer", "default": 587},
+            "tls": {"type": "string", "enum": ["none", "starttls", "implicit"], "default": "none"},
+            "username": {"type": "string"},
+            "password": {"type": "string", "secret": True},
+            "timeout": {"type": "number", "default": 30},
+            "verify_certificate": {"type": "boolean", "default": True},
+        },
+    }
+
+    @property
+    def _key(self) -> tuple[str, int, str, str]:
+        return (
+            str(self.settings["host"]),
+            int(self.settings.get("port", 587)),
+            str(self.settings.get("username", "")),
+            str(self.settings.get("tls", "none")),
+        )
+
+    def validate_settings(self) -> None:
+        super().validate_settings()
+        if self.settings.get("tls", "none") not in ("none", "starttls", "implicit"):
+            raise ConfigurationError("smtp: setting 'tls' must be none, starttls or implicit")
+
+    def build_payload(self, outbound: Outbound) -> EmailMessage:
+        assert isinstance(outbound, OutboundEmail)
+        msg = EmailMessage()
+        msg["From"] = outbound.sender
+        msg["To"] = outbound.recipient
+        msg["Subject"] = outbound.subject
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = outbound.message_id_header
+        if outbound.reply_to:
+            msg["Reply-To"] = outbound.reply_to
+        for name, value in outbound.headers.items():
+            msg[name] = value
+        if outbound.text is not None:
+            msg.set_content(outbound.text)
+        if outbound.html is not None:
+            if outbound.text is not None:
+                msg.add_alternative(outbound.html, subtype="html")
+            else:
+                msg.set_content(outbound.html, subtype="html")
+        return msg
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.settings.get("verify_certificate", True):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect(self) -> smtplib.SMTP:
+        host, port, username, tls = self._key
+        timeout = float(self.settings.get("timeout", 30))
+        try:
+            conn: smtplib.SMTP
+            if tls == "implicit":
+                conn = smtplib.SMTP_SSL(host, port, timeout=timeout, context=self._ssl_context())
+            else:
+                conn = smtplib.SMTP(host, port, timeout=timeout)
+                if tls == "starttls":
+                    conn.starttls(context=self._ssl_context())
+            if username:
+                conn.login(username, str(self.settings.get("password", "")))
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ConfigurationError(f"smtp: authentication failed for {username!r}") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise ConfigurationError(f"smtp: server refused: {exc}") from exc
+        except ssl.SSLError as exc:
+            raise ConfigurationError(f"smtp: TLS failed: {exc.reason}") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"smtp: cannot connect to {host}:{port}: {exc}") from exc
+        return conn
+
+    def _connection(self, fresh: bool = False) -> smtplib.SMTP:
+        with _pool_lock:
+            conn = _pool.get(self._key)
+            if conn is None or fresh:
+                if conn is not None:
+                    conn.close()
+                conn = self._connect()
+                _pool[self._key] = conn
+            return conn
+
+    def _drop(self) -> None:
+        with _pool_lock:
+            conn = _pool.pop(self._key, None)
+        if conn is not None:
+            conn.close()
+
+    def call(self, payload: EmailMessage) -> dict[str, Any]:
+        for attempt in (1, 2):
+            conn = self._connection(fresh=attempt == 2)
+            try:
+                refused = conn.send_message(payload)
+                return {"refused": refused}
+            except smtplib.SMTPServerDisconnected as exc:
+                # a pooled connection the server closed while idle: reconnect once
+                self._drop()
+                if attempt == 2:
+                    raise TransientError(f"smtp: server disconnected: {exc}") from exc
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = next(iter(exc.recipients.values()))
+                raise self._classify(code, reply) from exc
+            except smtplib.SMTPResponseException as exc:
+                self._reset(conn)
+                raise self._classify(exc.smtp_code, exc.smtp_error) from exc
+            except (smtplib.SMTPException, OSError) as exc:
+                self._drop()
+                raise TransientError(f"smtp: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _reset(self, conn: smtplib.SMTP) -> None:
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    @staticmethod
+    def _classify(code: int, reply: bytes | str) -> Exception:
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        reason = f"smtp {code}: {text}"
+        if code in _THROTTLE_CODES:
+            return ThrottledError(reason, retry_after=30.0)
+        if code == 530 or code == 535:
+            return ConfigurationError(reason)
+        if 400 <= code < 500:
+            return TransientError(reason)
+        return PermanentError(reason)
+
+    def parse_result(self, raw: dict[str, Any], outbound: Outbound) -> SendResult:
+        assert isinstance(outbound, OutboundEmail)
+        return SendResult(provider_message_id=outbound.message_id_header.strip("<>"))
+
+    def check(self) -> str:
+        conn = self._connection(fresh=True)
+        try:
+            code, _ = conn.noop()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise TransientError(f"smtp: NOOP failed: {exc}") from exc
+        if code != 250:
+            raise TransientError(f"smtp: NOOP answered {code}")
+        user = self.settings.get("username")
+        return f"connected to {self._key[0]}:{self._key[1]}" + (
+            f", logged in as {user}" if user else ""
+        )
+
+    def close(self) -> None:
+        self._drop()

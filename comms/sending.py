@@ -1,0 +1,234 @@
+"""Delivering one Delivery: claim it, call its provider, settle the outcome.
+
+The claim (pending → sending, with a lease) commits before the provider is
+called, and the provider is called outside any transaction; the result is then
+settled by another compare-and-set. A worker killed mid-send leaves the row in
+``sending``; the recovery sweep returns it to ``pending`` once the lease runs out.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from comms import contract
+from comms.crypto import DecryptionError
+from comms.db import after_commit, unit_of_work
+from comms.deliveries import record_event, transition
+from comms.dispatch import publish
+from comms.models import Channel, Delivery, DeliveryState, Message, Subscriber
+from comms.provider_configs import build_provider, no_provider_error, resolve_providers
+from comms.providers import (
+    ConfigurationError,
+    Outbound,
+    OutboundEmail,
+    OutboundSms,
+    PermanentError,
+    Provider,
+    ProviderError,
+    ThrottledError,
+    TransientError,
+)
+from comms.rendering import render
+from comms.settings import get_settings
+from comms.suppression import suppression_reason
+
+log = structlog.get_logger(__name__)
+S = DeliveryState
+
+#: Retries shorter than this go back to the broker with a countdown; longer ones
+#: are stored as ``scheduled`` and published by the due-sweeper (no long ETAs in Redis).
+MAX_BROKER_COUNTDOWN = 60.0
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    RETRY = "retry"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class DeliverResult:
+    outcome: Outcome
+    detail: str = ""
+    retry_in: float | None = None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_delay(attempt: int, *, floor: float = 0.0) -> float:
+    """Exponential back-off with jitter: half fixed, half random, capped."""
+    settings = get_settings()
+    ceiling = min(
+        settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(attempt - 1, 0)
+    )
+    return max(floor, ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def message_id_header(delivery_id: uuid.UUID) -> str:
+    return f"<{delivery_id}@{get_settings().message_id_domain}>"
+
+
+def build_outbound(session: Session, delivery: Delivery, message: Message) -> Outbound:
+    content: dict[str, Any] = message.content
+    if message.channel is Channel.SMS:
+        return OutboundSms(
+            delivery_id=delivery.id,
+            tenant_id=delivery.tenant_id,
+            message_id=message.id,
+            sender=content.get("from"),
+            recipient=delivery.recipient,
+            body=content["body"],
+        )
+    subject, text, html = content["subject"], content.get("text"), content.get("html")
+    if delivery.subscriber_id is not None:
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        values = {**(subscriber.fields if subscriber else {}), "email": delivery.recipient}
+        subject = render(subject, values)
+        text = render(text, values) if text else None
+        html = render(html, values, escape_html=True) if html else None
+    return OutboundEmail(
+        delivery_id=delivery.id,
+        tenant_id=delivery.tenant_id,
+        message_id=message.id,
+        sender=content["from"],
+        recipient=delivery.recipient,
+        subject=subject,
+        text=text,
+        html=html,
+        reply_to=content.get("reply_to"),
+        headers=content.get("headers") or {},
+        message_id_header=message_id_header(delivery.id),
+    )
+
+
+def _claim(delivery_id: uuid.UUID) -> tuple[Provider, Outbound] | DeliverResult:
+    settings = get_settings()
+    with unit_of_work() as session:
+        claimed = transition(
+            session,
+            delivery_id,
+            [S.PENDING],
+            S.SENDING,
+            attempts=Delivery.attempts + 1,
+            lease_until=now_utc() + timedelta(seconds=settings.send_lease_seconds),
+        )
+        if not claimed:
+            return DeliverResult(Outcome.SKIPPED, "not pending (already claimed or settled)")
+        delivery = session.get_one(Delivery, delivery_id)
+        message = session.get_one(Message, delivery.message_id)
+
+        reason = suppression_reason(session, delivery.tenant_id, delivery.recipient)
+        if reason is not None:
+            transition(session, delivery_id, [S.SENDING], S.SUPPRESSED, last_error=reason.value)
+            record_event(session, delivery, "suppressed", {"reason": reason.value})
+            return DeliverResult(Outcome.SUPPRESSED, reason.value)
+
+        configs = resolve_providers(session, delivery.tenant_id, message.channel)
+        try:
+            if not configs:
+                raise no_provider_error(delivery.tenant_id, message.channel)
+            config = configs[0]
+            provider = build_provider(config)
+        except (ConfigurationError, DecryptionError) as exc:
+            detail = f"configuration: {exc}"
+            transition(session, delivery_id, [S.SENDING], S.FAILED, last_error=detail)
+            record_event(session, delivery, "failed", {"reason": detail})
+            return DeliverResult(Outcome.FAILED, detail)
+
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(provider_config_id=config.id, provider=config.kind)
+        )
+        return provider, build_outbound(session, delivery, message)
+
+
+def deliver(delivery_id: uuid.UUID) -> DeliverResult:
+    """Send one delivery if it is still pending; safe to call any number of times."""
+    structlog.contextvars.bind_contextvars(delivery_id=str(delivery_id))
+    claimed = _claim(delivery_id)
+    if isinstance(claimed, DeliverResult):
+        log.info("deliver.settled", outcome=claimed.outcome.value, detail=claimed.detail)
+        return claimed
+    provider, outbound = claimed
+    structlog.contextvars.bind_contextvars(
+        tenant_id=str(outbound.tenant_id), message_id=str(outbound.message_id)
+    )
+    try:
+        result = provider.send(outbound)
+    except ProviderError as exc:
+        return _settle_error(delivery_id, exc)
+
+    with unit_of_work() as session:
+        moved = transition(
+            session,
+            delivery_id,
+            [S.SENDING],
+            S.SENT,
+            provider_message_id=result.provider_message_id,
+            sent_at=now_utc(),
+            lease_until=None,
+            last_error=None,
+        )
+        if moved:
+            record_event(
+                session, session.get_one(Delivery, delivery_id), "sent",
+                {"provider": provider.name, "provider_message_id": result.provider_message_id},
+            )  # fmt: skip
+    if not moved:
+        log.warning("deliver.settled_late", detail="lease expired before the send was recorded")
+    log.info("deliver.sent", provider=provider.name)
+    return DeliverResult(Outcome.SENT, result.provider_message_id)
+
+
+def _settle_error(delivery_id: uuid.UUID, exc: ProviderError) -> DeliverResult:
+    settings = get_settings()
+    with unit_of_work() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        if isinstance(exc, TransientError) and delivery.attempts < settings.max_send_attempts:
+            floor = exc.retry_after if isinstance(exc, ThrottledError) else 0.0
+            delay = retry_delay(delivery.attempts, floor=floor)
+            if delay <= MAX_BROKER_COUNTDOWN:
+                moved = transition(
+                    session, delivery_id, [S.SENDING], S.PENDING,
+                    last_error=exc.reason, lease_until=None,
+                )  # fmt: skip
+                if moved:
+                    after_commit(
+                        session, lambda: publish(contract.DELIVER, [str(delivery_id)], delay)
+                    )
+            else:
+                moved = transition(
+                    session, delivery_id, [S.SENDING], S.SCHEDULED,
+                    last_error=exc.reason, lease_until=None,
+                    due_at=now_utc() + timedelta(seconds=delay),
+                )  # fmt: skip
+            log.warning("deliver.retry", reason=exc.reason, retry_in=round(delay, 2))
+            return DeliverResult(Outcome.RETRY, exc.reason, retry_in=delay)
+
+        kind = "permanent" if isinstance(exc, PermanentError) else type(exc).__name__
+        if isinstance(exc, TransientError):
+            detail = f"gave up after {delivery.attempts} attempts: {exc.reason}"
+        elif isinstance(exc, ConfigurationError):
+            detail = f"configuration: {exc.reason}"
+        else:
+            detail = exc.reason
+        if transition(
+            session, delivery_id, [S.SENDING], S.FAILED, last_error=detail, lease_until=None
+        ):
+            record_event(session, delivery, "failed", {"reason": detail, "kind": kind})
+        log.warning("deliver.failed", reason=detail)
+        return DeliverResult(Outcome.FAILED, detail)

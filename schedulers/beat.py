@@ -1,0 +1,19 @@
+"""The beat schedule as plain data: which task runs how often."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comms import contract
+from comms.settings import get_settings
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    task: str
+    every_seconds: float
+
+
+def schedule() -> list[PeriodicJob]:
+    settings = get_settings()
+    return [PeriodicJob(contract.SWEEP, settings.sweep_interval_seconds)]
