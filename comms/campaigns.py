@@ -69,7 +69,7 @@ def create_campaign(
     return campaign
 
 
-def audience_query(campaign: Campaign) -> Select[tuple[uuid.UUID, str]]:
+def audience_query(campaign: Campaign) -> Select[uuid.UUID, str]:
     query = select(Subscriber.id, Subscriber.email).where(
         Subscriber.tenant_id == campaign.tenant_id
     )

@@ -164,7 +164,7 @@ def providers_list(as_json: bool) -> None:
     """List installed providers, their channel and settings schema."""
     from comms.providers import available_providers
 
-    items = [
+    items: list[dict[str, Any]] = [
         {"name": name, "channel": cls.channel.value, "settings_schema": cls.settings_schema}
         for name, cls in sorted(available_providers().items())
     ]

@@ -48,12 +48,14 @@ def run_demo(recipients: int = 300, n_workers: int = 2, timeout: float = 120.0) 
     from comms.db import migrate, unit_of_work
     from comms.devstack import DevStack
     from comms.endpoints import get_endpoints
+    from comms.logging import configure_logging
     from comms.messaging import find_message_id, message_status
     from comms.models import Subscriber
     from comms.provider_configs import create_provider_config
     from comms.settings import get_settings
     from comms.tenants import create_tenant
 
+    configure_logging("WARNING", "console")  # the demo talks through its own output
     settings = get_settings()
     stack = DevStack(settings.data_dir)
     was_running = stack.status().get("postgres") == "running"
@@ -116,8 +118,10 @@ def run_demo(recipients: int = 300, n_workers: int = 2, timeout: float = 120.0) 
                     if transactional["recipients"][0]["status"] == "sent":  # type: ignore[index]
                         break
             time.sleep(0.2)
+        first = transactional["recipients"][0] if transactional else {}  # type: ignore[index]
         console.print(
-            f"[bold]5.[/] transactional email: {transactional and transactional['recipients']}"
+            f"[bold]5.[/] transactional email to {first.get('to')}: {first.get('status')} "
+            f"(provider message id {first.get('provider_message_id')})"
         )
 
         with unit_of_work() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 OK = "250 OK"
+
+# aiosmtpd logs every SMTP verb at INFO: far too chatty for a sink
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def producer_app() -> Celery:
 
 def reset_producer() -> None:
     if producer_app.cache_info().currsize:
-        producer_app().pool.force_close_all()
+        producer_app().close()
     producer_app.cache_clear()
 
 
@@ -70,6 +70,6 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]]) -> int:
 def queue_depth(queue: str) -> int:
     """Messages waiting in a Redis broker queue (all priority lists)."""
     with producer_app().connection_for_write() as conn:
-        client = conn.default_channel.client
+        client = conn.default_channel.client  # type: ignore[attr-defined]  # redis transport
         keys = [queue, *(f"{queue}\x06\x16{p}" for p in range(1, 10))]
         return int(sum(client.llen(key) for key in keys))

@@ -74,7 +74,7 @@ def retry_delay(attempt: int, *, floor: float = 0.0) -> float:
     ceiling = min(
         settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(attempt - 1, 0)
     )
-    return max(floor, ceiling / 2 + random.uniform(0, ceiling / 2))
+    return float(max(floor, ceiling / 2 + random.uniform(0, ceiling / 2)))
 
 
 def message_id_header(delivery_id: uuid.UUID) -> str:

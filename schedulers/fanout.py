@@ -9,9 +9,10 @@ the next batch.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import Row, update
 from sqlalchemy.dialects.postgresql import insert
 
 from comms import contract
@@ -60,7 +61,7 @@ def fanout_batch(
             }
             for r in batch
         ]
-        inserted = []
+        inserted: Sequence[Row[uuid.UUID, DeliveryState]] = []
         if rows:
             inserted = session.execute(
                 insert(Delivery)
@@ -69,7 +70,11 @@ def fanout_batch(
                 .returning(Delivery.id, Delivery.state)
             ).all()
         pending = [str(r.id) for r in inserted if r.state is DeliveryState.PENDING]
-        after_commit(session, lambda: publish_many(contract.DELIVER, ([i] for i in pending)))
+
+        def _publish_pending() -> None:
+            publish_many(contract.DELIVER, ([i] for i in pending))
+
+        after_commit(session, _publish_pending)
         next_cursor = str(batch[-1].id) if len(batch) == batch_size else None
         if next_cursor:
             after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), next_cursor]))
