@@ -100,7 +100,9 @@ def main() -> int:
             start = time.perf_counter()
             batch = 100
             for offset in range(0, args.messages, batch):
-                to = [f"r{i}@example.org" for i in range(offset, min(offset + batch, args.messages))]
+                to = [
+                    f"r{i}@example.org" for i in range(offset, min(offset + batch, args.messages))
+                ]
                 client.send_email(
                     tenant_id=tenant_id, sender="bench@example.com", to=to,
                     subject="Bench", text="Hello",

@@ -129,7 +129,7 @@ def progress(session: Session, campaign_id: uuid.UUID) -> CampaignProgress:
             select(Delivery.state, func.count())
             .where(Delivery.campaign_id == campaign_id)
             .group_by(Delivery.state)
-        ).tuples()
+        )
     }
     audience = session.scalar(select(func.count()).select_from(audience_query(campaign).subquery()))
     return CampaignProgress(campaign.id, campaign.status.value, int(audience or 0), counts)

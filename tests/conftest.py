@@ -86,6 +86,15 @@ def clean_db(stack: StackInfo) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _close_smtp_pool() -> Iterator[None]:
+    """Pooled SMTP connections must not outlive the sink a test started."""
+    yield
+    from comms.providers.smtp import close_all_connections
+
+    close_all_connections()
+
+
 @pytest.fixture
 def session(clean_db: None) -> Iterator[Session]:
     from comms.db import session_factory

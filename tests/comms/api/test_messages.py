@@ -69,9 +69,7 @@ def test_idempotency_key_replays_the_first_message(
     assert _rows(session, Message) == 1
     assert _rows(session, Delivery) == 2
 
-    other = client.post(
-        "/v1/messages/email", json={**EMAIL, "subject": "Other"}, headers=headers
-    )
+    other = client.post("/v1/messages/email", json={**EMAIL, "subject": "Other"}, headers=headers)
     assert other.status_code == 409
     assert other.headers["content-type"] == "application/problem+json"
 
@@ -123,7 +121,9 @@ def test_idempotency_key_too_long(api: tuple[TestClient, dict[str, str]], sessio
     assert _rows(session, Message) == 0
 
 
-@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer ck_000000000000_forged", "Basic x"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer nope", "Bearer ck_000000000000_forged", "Basic x"]
+)
 def test_requests_without_a_valid_key_are_refused(
     api: tuple[TestClient, dict[str, str]], header: str | None
 ) -> None:

@@ -1,0 +1,107 @@
+"""The command line as a user types it (click's runner, real database and broker)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from comms.cli import main
+from comms.models import ApiKey, Message, ProviderConfig, Tenant
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_tenant_create_prints_id_and_a_key_stored_only_hashed(
+    runner: CliRunner, session: Session
+) -> None:
+    result = runner.invoke(main, ["tenant", "create", "acme"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(maxsplit=1) for line in result.stdout.splitlines())
+    tenant_id = uuid.UUID(lines["tenant_id"])
+    key = lines["api_key"]
+    assert session.get(Tenant, tenant_id) is not None
+    stored = session.scalars(select(ApiKey.key_hash)).one()
+    assert key not in stored and len(stored) == 64
+
+
+def test_tenant_create_rejects_an_empty_name(runner: CliRunner, session: Session) -> None:
+    result = runner.invoke(main, ["tenant", "create", "  "])
+    assert result.exit_code == 2
+    assert "name" in result.stderr
+    assert session.scalar(select(func.count()).select_from(Tenant)) == 0
+
+
+def test_provider_add_masks_secrets_and_names_missing_settings(
+    runner: CliRunner, session: Session
+) -> None:
+    ok = runner.invoke(
+        main,
+        ["provider", "add", "smtp", "--name", "relay", "--set", "host=smtp.example.com",
+         "--set", "port=2525", "--set", "password=pw-123"],
+    )  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    view = json.loads(ok.stdout)
+    assert view["settings"] == {"host": "smtp.example.com", "port": 2525, "password": "********"}
+    assert "pw-123" not in ok.output
+
+    missing = runner.invoke(main, ["provider", "add", "smtp", "--name", "bad"])
+    assert missing.exit_code == 2
+    assert "'host' is required" in missing.stderr
+    unknown = runner.invoke(main, ["provider", "add", "pigeon", "--name", "p"])
+    assert unknown.exit_code == 2
+    assert "unknown provider 'pigeon'" in unknown.stderr
+    assert session.scalar(select(func.count()).select_from(ProviderConfig)) == 1
+
+
+def test_providers_list(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["providers", "list", "--json"])
+    assert result.exit_code == 0
+    names = {p["name"] for p in json.loads(result.stdout)}
+    assert {"console", "smtp"} <= names
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--to", "nobody"], "to.0"),
+        (["--to", "ann@example.org", "--from", "x"], "from"),
+        (["--to", "ann@example.org", "--text", ""], "(body)"),
+    ],
+)
+def test_send_email_names_the_bad_field_and_publishes_nothing(
+    runner: CliRunner, session: Session, tenant: uuid.UUID, args: list[str], field: str
+) -> None:
+    base = {"--from": "news@example.com", "--subject": "Hi", "--text": "Hello"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    argv = ["send", "email", "--tenant", str(tenant)]
+    for flag, value in base.items():
+        argv += [flag, value]
+    result = runner.invoke(main, argv)
+    assert result.exit_code == 2
+    assert field in result.stderr
+    assert session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_send_email_with_a_malformed_tenant_id(runner: CliRunner, stack: object) -> None:
+    result = runner.invoke(
+        main,
+        ["send", "email", "--tenant", "acme", "--from", "a@example.com", "--to", "b@example.org",
+         "--subject", "s", "--text", "t"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--tenant: 'acme' is not a valid id" in result.stderr
+
+
+def test_worker_refuses_unknown_queues(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["worker", "--queues", "send,bogus"])
+    assert result.exit_code == 2
+    assert "bogus" in result.stderr
