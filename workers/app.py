@@ -14,8 +14,7 @@ from comms.endpoints import get_endpoints
 from schedulers.beat import schedule
 
 
-def create_app() -> Celery:
-    app = Celery("comms")
+def fleet_config() -> dict[str, Any]:
     config = celery_config(get_endpoints().redis_url)
     config.update(
         task_queues=[Queue(name) for name in contract.QUEUES],
@@ -32,7 +31,14 @@ def create_app() -> Celery:
         },
         imports=["workers.tasks"],
     )
-    app.conf.update(config)
+    return config
+
+
+def create_app() -> Celery:
+    app = Celery("comms")
+    # resolved when the configuration is first read, not at import: importing the
+    # tasks (tests, tools) must not start or contact anything
+    app.add_defaults(fleet_config)
     return app
 
 
