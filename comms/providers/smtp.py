@@ -99,8 +99,8 @@ class SmtpProvider(Provider):
     def _connect(self) -> smtplib.SMTP:
         host, port, username, tls = self._key
         timeout = float(self.settings.get("timeout", 30))
+        conn: smtplib.SMTP | None = None
         try:
-            conn: smtplib.SMTP
             if tls == "implicit":
                 conn = smtplib.SMTP_SSL(host, port, timeout=timeout, context=self._ssl_context())
             else:
@@ -109,15 +109,24 @@ class SmtpProvider(Provider):
                     conn.starttls(context=self._ssl_context())
             if username:
                 conn.login(username, str(self.settings.get("password", "")))
+            return conn
         except smtplib.SMTPAuthenticationError as exc:
+            self._discard(conn)
             raise ConfigurationError(f"smtp: authentication failed for {username!r}") from exc
         except smtplib.SMTPNotSupportedError as exc:
+            self._discard(conn)
             raise ConfigurationError(f"smtp: server refused: {exc}") from exc
         except ssl.SSLError as exc:
+            self._discard(conn)
             raise ConfigurationError(f"smtp: TLS failed: {exc.reason}") from exc
         except (smtplib.SMTPException, OSError) as exc:
+            self._discard(conn)
             raise TransientError(f"smtp: cannot connect to {host}:{port}: {exc}") from exc
-        return conn
+
+    @staticmethod
+    def _discard(conn: smtplib.SMTP | None) -> None:
+        if conn is not None:
+            conn.close()
 
     def _connection(self, fresh: bool = False) -> smtplib.SMTP:
         with _pool_lock:

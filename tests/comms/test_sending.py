@@ -15,6 +15,7 @@ from comms.devsink import SinkHandler, SmtpSink
 from comms.messaging import accept
 from comms.models import Delivery, DeliveryState, Event, SuppressionReason
 from comms.provider_configs import create_provider_config
+from comms.providers.smtp import close_all_connections
 from comms.sending import Outcome, deliver
 from comms.tenants import create_tenant
 from tests.factories import SuppressionEntryFactory
@@ -24,6 +25,7 @@ from tests.factories import SuppressionEntryFactory
 def sink() -> Iterator[SmtpSink]:
     with SmtpSink(SinkHandler()) as s:
         yield s
+        close_all_connections()  # our side first, so the server closes cleanly
 
 
 def _setup(session: Session, port: int, to: list[str]) -> list[uuid.UUID]:
