@@ -42,11 +42,20 @@ __all__ = [
 ]
 
 
+_unloadable: dict[str, str] = {}
+
+
 @lru_cache(maxsize=1)
 def available_providers() -> dict[str, type[Provider]]:
+    """Providers whose entry point loads; the others are remembered with the reason."""
     found: dict[str, type[Provider]] = {}
     for ep in entry_points(group="comms.providers"):
-        cls = ep.load()
+        try:
+            cls = ep.load()
+        except ImportError as exc:
+            # an optional SDK is missing: the provider is unavailable, the rest work
+            _unloadable[ep.name] = f"{ep.value} cannot be imported: {exc}"
+            continue
         if not (isinstance(cls, type) and issubclass(cls, Provider)):
             raise TypeError(f"entry point {ep.name!r} does not name a Provider subclass")
         found[ep.name] = cls
@@ -57,5 +66,9 @@ def provider_class(kind: str) -> type[Provider]:
     try:
         return available_providers()[kind]
     except KeyError:
+        if kind in _unloadable:
+            raise ConfigurationError(
+                f"provider {kind!r} is unavailable: {_unloadable[kind]}"
+            ) from None
         known = ", ".join(sorted(available_providers()))
         raise ConfigurationError(f"unknown provider {kind!r} (installed: {known})") from None
