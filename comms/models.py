@@ -100,7 +100,11 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[UUIDPk]
-    tenant_id: Mapped[TenantFk]
+    #: NULL for an operator key (manages system defaults, belongs to no tenant)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    scope: Mapped[str] = mapped_column(String(16), default="tenant", server_default="tenant")
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200), default="default")
@@ -130,6 +134,7 @@ class ProviderConfig(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[Created]
+    updated_at: Mapped[Created]
 
 
 class Message(Base):
@@ -192,6 +197,8 @@ class Delivery(Base):
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(String(500), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: position in the tenant's failover list the next attempt uses
+    failover_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     due_at: Mapped[Timestamp]
     lease_until: Mapped[Timestamp]

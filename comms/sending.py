@@ -24,7 +24,7 @@ from comms.crypto import DecryptionError
 from comms.db import after_commit, unit_of_work
 from comms.deliveries import record_event, transition
 from comms.dispatch import publish
-from comms.models import Channel, Delivery, DeliveryState, Message, Subscriber
+from comms.models import Channel, Delivery, DeliveryState, Message, ProviderConfig, Subscriber
 from comms.provider_configs import build_provider, no_provider_error, resolve_providers
 from comms.providers import (
     ConfigurationError,
@@ -36,7 +36,9 @@ from comms.providers import (
     ProviderError,
     ThrottledError,
     TransientError,
+    provider_class,
 )
+from comms.ratelimit import RateLimiter
 from comms.rendering import render
 from comms.settings import get_settings
 from comms.suppression import suppression_reason
@@ -54,6 +56,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     RETRY = "retry"
+    DEFERRED = "deferred"
     SKIPPED = "skipped"
 
 
@@ -114,7 +117,28 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
     )
 
 
-def _claim(delivery_id: uuid.UUID) -> tuple[Provider, Outbound] | DeliverResult:
+@dataclass(frozen=True)
+class Claim:
+    """What a claimed send needs: the provider to call and where it sits in the failover list."""
+
+    config_id: uuid.UUID
+    provider: Provider
+    outbound: Outbound
+    providers_in_list: int
+    rate: tuple[float, float] | None
+
+
+def rate_of(config: ProviderConfig) -> tuple[float, float] | None:
+    """(rate per second, burst) for a provider config, or None when it is unlimited."""
+    schema = provider_class(config.kind).settings_schema.get("properties", {})
+    rate = config.settings.get("rate", schema.get("rate", {}).get("default"))
+    if not rate:
+        return None
+    burst = config.settings.get("burst") or max(1.0, float(rate))
+    return float(rate), float(burst)
+
+
+def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
     settings = get_settings()
     with unit_of_work() as session:
         claimed = transition(
@@ -140,7 +164,7 @@ def _claim(delivery_id: uuid.UUID) -> tuple[Provider, Outbound] | DeliverResult:
         try:
             if not configs:
                 raise no_provider_error(delivery.tenant_id, message.channel)
-            config = configs[0]
+            config = configs[delivery.failover_index % len(configs)]
             provider = build_provider(config)
         except (ConfigurationError, DecryptionError) as exc:
             detail = f"configuration: {exc}"
@@ -153,24 +177,48 @@ def _claim(delivery_id: uuid.UUID) -> tuple[Provider, Outbound] | DeliverResult:
             .where(Delivery.id == delivery_id)
             .values(provider_config_id=config.id, provider=config.kind)
         )
-        return provider, build_outbound(session, delivery, message)
+        return Claim(
+            config_id=config.id,
+            provider=provider,
+            outbound=build_outbound(session, delivery, message),
+            providers_in_list=len(configs),
+            rate=rate_of(config),
+        )
+
+
+def _defer(delivery_id: uuid.UUID, wait: float) -> DeliverResult:
+    """No token yet: hand the claim back (not counted as an attempt) and come back later."""
+    countdown = min(wait, MAX_BROKER_COUNTDOWN)
+    with unit_of_work() as session:
+        if transition(
+            session, delivery_id, [S.SENDING], S.PENDING,
+            attempts=Delivery.attempts - 1, lease_until=None,
+        ):  # fmt: skip
+            after_commit(session, lambda: publish(contract.DELIVER, [str(delivery_id)], countdown))
+    return DeliverResult(Outcome.DEFERRED, "rate limited", retry_in=countdown)
 
 
 def deliver(delivery_id: uuid.UUID) -> DeliverResult:
     """Send one delivery if it is still pending; safe to call any number of times."""
     structlog.contextvars.bind_contextvars(delivery_id=str(delivery_id))
-    claimed = _claim(delivery_id)
-    if isinstance(claimed, DeliverResult):
-        log.info("deliver.settled", outcome=claimed.outcome.value, detail=claimed.detail)
-        return claimed
-    provider, outbound = claimed
+    claim = _claim(delivery_id)
+    if isinstance(claim, DeliverResult):
+        log.info("deliver.settled", outcome=claim.outcome.value, detail=claim.detail)
+        return claim
+    outbound = claim.outbound
     structlog.contextvars.bind_contextvars(
         tenant_id=str(outbound.tenant_id), message_id=str(outbound.message_id)
     )
+    if claim.rate is not None:
+        grant = RateLimiter().acquire(claim.config_id, delivery_id, *claim.rate)
+        if grant.wait > 0:
+            return _defer(delivery_id, grant.wait)
     try:
-        result = provider.send(outbound)
+        result = claim.provider.send(outbound)
     except ProviderError as exc:
-        return _settle_error(delivery_id, exc)
+        if isinstance(exc, ThrottledError):
+            RateLimiter().slow_down(claim.config_id)
+        return _settle_error(delivery_id, exc, claim)
 
     with unit_of_work() as session:
         moved = transition(
@@ -184,38 +232,44 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
             last_error=None,
         )
         if moved:
-            record_event(
-                session, session.get_one(Delivery, delivery_id), "sent",
-                {"provider": provider.name, "provider_message_id": result.provider_message_id},
-            )  # fmt: skip
+            data = {
+                "provider": claim.provider.name,
+                "provider_message_id": result.provider_message_id,
+            }
+            record_event(session, session.get_one(Delivery, delivery_id), "sent", data)
     if not moved:
         log.warning("deliver.settled_late", detail="lease expired before the send was recorded")
-    log.info("deliver.sent", provider=provider.name)
+    log.info("deliver.sent", provider=claim.provider.name)
     return DeliverResult(Outcome.SENT, result.provider_message_id)
 
 
-def _settle_error(delivery_id: uuid.UUID, exc: ProviderError) -> DeliverResult:
+def _settle_error(delivery_id: uuid.UUID, exc: ProviderError, claim: Claim) -> DeliverResult:
     settings = get_settings()
     with unit_of_work() as session:
         delivery = session.get_one(Delivery, delivery_id)
         if isinstance(exc, TransientError) and delivery.attempts < settings.max_send_attempts:
-            floor = exc.retry_after if isinstance(exc, ThrottledError) else 0.0
-            delay = retry_delay(delivery.attempts, floor=floor)
-            if delay <= MAX_BROKER_COUNTDOWN:
-                moved = transition(
-                    session, delivery_id, [S.SENDING], S.PENDING,
-                    last_error=exc.reason, lease_until=None,
+            next_index = delivery.failover_index + 1
+            failing_over = claim.providers_in_list > 1
+            if failing_over and next_index % claim.providers_in_list != 0:
+                delay = 0.0  # the next provider in the list gets it now
+            else:
+                floor = exc.retry_after if isinstance(exc, ThrottledError) else 0.0
+                delay = retry_delay(delivery.attempts, floor=floor)
+            values: dict[str, Any] = {"last_error": exc.reason, "lease_until": None}
+            if failing_over:
+                values["failover_index"] = next_index
+                record_event(
+                    session, delivery, "failover",
+                    {"from_provider": str(claim.config_id), "reason": exc.reason},
                 )  # fmt: skip
-                if moved:
+            if delay <= MAX_BROKER_COUNTDOWN:
+                if transition(session, delivery_id, [S.SENDING], S.PENDING, **values):
                     after_commit(
                         session, lambda: publish(contract.DELIVER, [str(delivery_id)], delay)
                     )
             else:
-                moved = transition(
-                    session, delivery_id, [S.SENDING], S.SCHEDULED,
-                    last_error=exc.reason, lease_until=None,
-                    due_at=now_utc() + timedelta(seconds=delay),
-                )  # fmt: skip
+                values["due_at"] = now_utc() + timedelta(seconds=delay)
+                transition(session, delivery_id, [S.SENDING], S.SCHEDULED, **values)
             log.warning("deliver.retry", reason=exc.reason, retry_in=round(delay, 2))
             return DeliverResult(Outcome.RETRY, exc.reason, retry_in=delay)
 

@@ -34,6 +34,7 @@ def reset_process_caches() -> None:
     from comms.db import dispose_engine
     from comms.dispatch import reset_producer
     from comms.endpoints import reset_endpoints
+    from comms.ratelimit import reset_client as reset_rate_limiter
     from comms.settings import reset_settings
 
     reset_settings()
@@ -41,6 +42,7 @@ def reset_process_caches() -> None:
     reset_keyring()
     dispose_engine()
     reset_producer()
+    reset_rate_limiter()
 
 
 @pytest.fixture(scope="session")
