@@ -249,6 +249,74 @@ def provider_list(tenant_id: str | None) -> None:
     click.echo(json.dumps(views, indent=2))
 
 
+def _config(session: Any, config_id: str, tenant_id: str | None) -> Any:
+    from comms.models import ProviderConfig
+
+    config = session.get(ProviderConfig, _uuid(config_id, "ID"))
+    owner = _uuid(tenant_id, "--tenant") if tenant_id else None
+    if config is None or (tenant_id is not None and config.tenant_id != owner):
+        _fail(f"provider {config_id} does not exist" + (" for this tenant" if tenant_id else ""))
+    return config
+
+
+@provider.command("test")
+@click.argument("config_id", metavar="ID")
+@click.option("--tenant", "tenant_id", help="Refuse unless the provider belongs to this tenant")
+def provider_test(config_id: str, tenant_id: str | None) -> None:
+    """Check a provider's credentials with a harmless call."""
+    from comms.db import unit_of_work
+    from comms.provider_configs import check_provider
+
+    with unit_of_work() as session:
+        config = _config(session, config_id, tenant_id)
+    ok, detail = check_provider(config)
+    click.echo(("ok: " if ok else "problem: ") + detail)
+    sys.exit(0 if ok else 1)
+
+
+@provider.command("remove")
+@click.argument("config_id", metavar="ID")
+@click.option("--tenant", "tenant_id", help="Refuse unless the provider belongs to this tenant")
+def provider_remove(config_id: str, tenant_id: str | None) -> None:
+    """Delete a provider configuration."""
+    from comms.db import unit_of_work
+
+    with unit_of_work() as session:
+        session.delete(_config(session, config_id, tenant_id))
+    click.echo(f"removed {config_id}")
+
+
+@main.group()
+def keys() -> None:
+    """Master keys for secrets at rest."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every stored secret under the first key of COMMS_MASTER_KEYS (resumable)."""
+    from comms.crypto import CryptoConfigError, DecryptionError
+    from comms.provider_configs import rotate_keys
+
+    try:
+        report = rotate_keys()
+    except (CryptoConfigError, DecryptionError) as exc:
+        _fail(str(exc))
+    click.echo(f"re-wrapped {report.rewrapped}, already current {report.already_current}")
+
+
+@tenant.command("operator-key")
+@click.option("--name", default="operator", show_default=True)
+def tenant_operator_key(name: str) -> None:
+    """Create an operator API key (manages system default providers in the API)."""
+    from comms.db import unit_of_work
+    from comms.tenants import issue_operator_key
+
+    with unit_of_work() as session:
+        key = issue_operator_key(session, name)
+    click.echo(f"api_key   {key.key}")
+    click.echo("(store the key now: only its hash is kept)", err=True)
+
+
 # -- sending -----------------------------------------------------------------
 @main.group()
 def send() -> None:

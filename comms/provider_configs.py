@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from comms.crypto import get_keyring
+from comms.crypto import DecryptionError, get_keyring
 from comms.models import Channel, ProviderConfig
-from comms.providers import ConfigurationError, Provider, provider_class
+from comms.providers import ConfigurationError, Provider, ProviderError, provider_class
 
 REDACTED = "********"
 
@@ -106,3 +107,100 @@ def no_provider_error(tenant_id: uuid.UUID, channel: Channel) -> ConfigurationEr
         f"no active {channel.value} provider for tenant {tenant_id} and no system default; "
         "add one with `comms provider add`"
     )
+
+
+def update_provider_config(
+    session: Session,
+    config: ProviderConfig,
+    *,
+    name: str | None = None,
+    priority: int | None = None,
+    active: bool | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> ProviderConfig:
+    """Change a configuration; given settings are merged (a secret given replaces the old one)."""
+    if settings:
+        cls = provider_class(config.kind)
+        current = dict(config.settings)
+        if config.secrets:
+            current.update(
+                get_keyring().decrypt_json(
+                    config.secrets, tenant_id=config.tenant_id, record_id=config.id
+                )
+            )
+        merged = {**current, **settings}
+        cls(merged)  # validate before anything is written
+        secret_names = cls.secret_fields()
+        config.settings = {k: v for k, v in merged.items() if k not in secret_names}
+        secret = {k: v for k, v in merged.items() if k in secret_names}
+        config.secrets = (
+            get_keyring().encrypt_json(secret, tenant_id=config.tenant_id, record_id=config.id)
+            if secret
+            else None
+        )
+    if name is not None:
+        config.name = name
+    if priority is not None:
+        config.priority = priority
+    if active is not None:
+        config.active = active
+    config.updated_at = func.now()
+    session.flush()
+    return config
+
+
+def check_provider(config: ProviderConfig) -> tuple[bool, str]:
+    """Run the provider's harmless check; (ok, what was found) in words a tenant can act on."""
+    try:
+        provider = build_provider(config)
+        try:
+            return True, provider.check()
+        finally:
+            provider.close()
+    except ProviderError as exc:
+        return False, f"{type(exc).__name__}: {exc.reason}"
+    except DecryptionError as exc:
+        return False, f"stored credentials cannot be decrypted: {exc}"
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    rewrapped: int
+    already_current: int
+
+
+def rotate_keys(batch_size: int = 200) -> RotationReport:
+    """Re-wrap every secret under the keyring's primary key, a batch per transaction.
+
+    Online and resumable: rows are locked with SKIP LOCKED one batch at a time,
+    and only rows still wrapped by an older key are touched, so a rerun picks
+    up where an interrupted one stopped.
+    """
+    from comms.db import unit_of_work
+
+    keyring = get_keyring()
+    rewrapped = 0
+    while True:
+        with unit_of_work() as session:
+            rows = session.scalars(
+                select(ProviderConfig)
+                .where(
+                    ProviderConfig.secrets.is_not(None),
+                    ProviderConfig.secrets["kid"].astext != keyring.primary_kid,
+                )
+                .limit(batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                assert row.secrets is not None
+                row.secrets = keyring.rewrap(row.secrets, tenant_id=row.tenant_id, record_id=row.id)
+            rewrapped += len(rows)
+        if len(rows) < batch_size:
+            break
+    with unit_of_work() as session:
+        current = session.scalar(
+            select(func.count())
+            .select_from(ProviderConfig)
+            .where(ProviderConfig.secrets.is_not(None))
+        )
+    return RotationReport(rewrapped=rewrapped, already_current=int(current or 0) - rewrapped)

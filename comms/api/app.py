@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from comms import __version__
 from comms.api.problems import Problem, install, validation_problem
+from comms.api.providers import router as providers_router
 from comms.commands import EmailContent, SmsContent
 from comms.db import unit_of_work
 from comms.messaging import (
@@ -85,6 +86,7 @@ def create_app() -> FastAPI:
         "`Authorization: Bearer <tenant API key>`.",
     )
     install(app)
+    app.include_router(providers_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
