@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -25,6 +26,7 @@ class ReceivedMail:
     message_id: str
     subject: str
     raw: bytes
+    received_at: float  # time.monotonic() when DATA completed
 
 
 @dataclass
@@ -60,6 +62,7 @@ class SinkHandler:
             message_id=str(parsed.get("Message-ID", "")),
             subject=str(parsed.get("Subject", "")),
             raw=raw,
+            received_at=time.monotonic(),
         )
         with self.arrived:
             self.received.append(mail)

@@ -210,7 +210,7 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
         tenant_id=str(outbound.tenant_id), message_id=str(outbound.message_id)
     )
     if claim.rate is not None:
-        grant = RateLimiter().acquire(claim.config_id, delivery_id, *claim.rate)
+        grant = RateLimiter().acquire(claim.config_id, *claim.rate)
         if grant.wait > 0:
             return _defer(delivery_id, grant.wait)
     try:
