@@ -39,10 +39,14 @@ def create_campaign(
     text: str | None = None,
     html: str | None = None,
     tags: list[str] | None = None,
+    send_time_optimisation: bool = False,
+    fallback_intro: str | None = None,
 ) -> Campaign:
     if not text and not html:
         raise CampaignError("a campaign needs a text or an html body")
     campaign = Campaign(
+        send_time_optimisation=send_time_optimisation,
+        fallback_intro=fallback_intro,
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         name=name,
@@ -77,6 +81,74 @@ def audience_query(campaign: Campaign) -> Select[uuid.UUID, str]:
     if tags:
         query = query.where(Subscriber.tags.overlap(tags))
     return query
+
+
+def get_campaign(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.tenant_id != tenant_id:
+        raise CampaignError(f"campaign {campaign_id} does not exist")
+    return campaign
+
+
+def _move(
+    session: Session,
+    campaign_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    sources: tuple[CampaignStatus, ...],
+    target: CampaignStatus,
+    verb: str,
+) -> Campaign:
+    campaign = get_campaign(session, campaign_id, tenant_id)
+    moved = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status.in_(sources))
+        .values(status=target)
+    ).rowcount  # type: ignore[attr-defined]
+    if not moved:
+        allowed = " or ".join(s.value for s in sources)
+        raise CampaignError(f"campaign is {campaign.status.value}; only {allowed} can be {verb}")
+    session.refresh(campaign)
+    return campaign
+
+
+def pause(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> Campaign:
+    """Stop publishing: the fan-out halts and due sends wait, nothing is lost."""
+    return _move(
+        session, campaign_id, tenant_id,
+        (CampaignStatus.FIRING, CampaignStatus.SENDING), CampaignStatus.PAUSED, "paused",
+    )  # fmt: skip
+
+
+def resume(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> Campaign:
+    """Continue where the pause stopped: the fan-out from its cursor, sends when due."""
+    campaign = get_campaign(session, campaign_id, tenant_id)
+    target = CampaignStatus.SENDING if campaign.fanout_done else CampaignStatus.FIRING
+    campaign = _move(session, campaign_id, tenant_id, (CampaignStatus.PAUSED,), target, "resumed")
+    if target is CampaignStatus.FIRING:
+        cursor = campaign.fanout_cursor or ""
+        after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), cursor]))
+    return campaign
+
+
+def cancel(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> int:
+    """Cancel: everything not yet sent is marked cancelled. Returns how many deliveries."""
+    live = (
+        CampaignStatus.DRAFT,
+        CampaignStatus.FIRING,
+        CampaignStatus.SENDING,
+        CampaignStatus.PAUSED,
+    )
+    _move(session, campaign_id, tenant_id, live, CampaignStatus.CANCELLED, "cancelled")
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.state.in_((DeliveryState.PENDING, DeliveryState.SCHEDULED)),
+        )
+        .values(state=DeliveryState.CANCELLED, updated_at=func.now(), last_error="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def fire(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -250,9 +251,29 @@ class Campaign(Base):
         _enum(CampaignStatus, "campaign_status"), default=CampaignStatus.DRAFT
     )
     send_time_optimisation: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: replaces ``{{ ai_intro }}`` until personalised intros exist
+    fallback_intro: Mapped[str | None] = mapped_column(Text, nullable=True)
     message_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    #: last subscriber id the fan-out reached; NULL before the first batch
+    fanout_cursor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fanout_done: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     created_at: Mapped[Created]
     fired_at: Mapped[Timestamp]
+
+
+class SubscriberEngagement(Base):
+    """A subscriber's send-time model: 168 hour-of-week open propensities in local time."""
+
+    __tablename__ = "subscriber_engagement"
+
+    subscriber_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[TenantFk]
+    histogram: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    evidence: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[Created]
 
 
 class SuppressionEntry(Base):

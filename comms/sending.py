@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from comms import contract
@@ -24,7 +24,16 @@ from comms.crypto import DecryptionError
 from comms.db import after_commit, unit_of_work
 from comms.deliveries import record_event, transition
 from comms.dispatch import publish
-from comms.models import Channel, Delivery, DeliveryState, Message, ProviderConfig, Subscriber
+from comms.models import (
+    Campaign,
+    CampaignStatus,
+    Channel,
+    Delivery,
+    DeliveryState,
+    Message,
+    ProviderConfig,
+    Subscriber,
+)
 from comms.provider_configs import build_provider, no_provider_error, resolve_providers
 from comms.providers import (
     ConfigurationError,
@@ -98,7 +107,15 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
     subject, text, html = content["subject"], content.get("text"), content.get("html")
     if delivery.subscriber_id is not None:
         subscriber = session.get(Subscriber, delivery.subscriber_id)
-        values = {**(subscriber.fields if subscriber else {}), "email": delivery.recipient}
+        intro = session.scalar(
+            select(Campaign.fallback_intro).where(Campaign.id == delivery.campaign_id)
+        )
+        values = {
+            **(subscriber.fields if subscriber else {}),
+            "email": delivery.recipient,
+            # personalised intros are a later feature; the campaign's fallback stands in
+            "ai_intro": intro or "",
+        }
         subject = render(subject, values)
         text = render(text, values) if text else None
         html = render(html, values, escape_html=True) if html else None
@@ -154,6 +171,10 @@ def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
         delivery = session.get_one(Delivery, delivery_id)
         message = session.get_one(Message, delivery.message_id)
 
+        held = _held_by_campaign(session, delivery)
+        if held is not None:
+            return held
+
         reason = suppression_reason(session, delivery.tenant_id, delivery.recipient)
         if reason is not None:
             transition(session, delivery_id, [S.SENDING], S.SUPPRESSED, last_error=reason.value)
@@ -184,6 +205,23 @@ def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
             providers_in_list=len(configs),
             rate=rate_of(config),
         )
+
+
+def _held_by_campaign(session: Session, delivery: Delivery) -> DeliverResult | None:
+    """A paused campaign's send waits as scheduled (due now); a cancelled one's is dropped."""
+    if delivery.campaign_id is None:
+        return None
+    status = session.scalar(select(Campaign.status).where(Campaign.id == delivery.campaign_id))
+    if status is CampaignStatus.PAUSED:
+        transition(
+            session, delivery.id, [S.SENDING], S.SCHEDULED,
+            attempts=Delivery.attempts - 1, lease_until=None, due_at=now_utc(),
+        )  # fmt: skip
+        return DeliverResult(Outcome.DEFERRED, "campaign paused")
+    if status is CampaignStatus.CANCELLED:
+        transition(session, delivery.id, [S.SENDING], S.CANCELLED, last_error="cancelled")
+        return DeliverResult(Outcome.SKIPPED, "campaign cancelled")
+    return None
 
 
 def _defer(delivery_id: uuid.UUID, wait: float) -> DeliverResult:

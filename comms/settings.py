@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(2.0, gt=0)
     retry_max_seconds: float = Field(600.0, gt=0)
     broker_visibility_timeout: int = Field(3600, ge=1)
+    max_queue_depth: int = Field(
+        20_000, ge=100, description="Backpressure: campaign sends wait in PostgreSQL beyond this"
+    )
 
     # Outbound identity used when a message does not say.
     message_id_domain: str = "comms.localhost"

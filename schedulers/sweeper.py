@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from comms.models import Delivery, DeliveryState
+from comms.models import Campaign, CampaignStatus, Delivery, DeliveryState
 
 S = DeliveryState
 #: Scheduled rows due within this horizon are published now with a countdown.
@@ -29,9 +29,17 @@ class Publication:
 
 def claim_due(session: Session, now: datetime, limit: int = 5000) -> list[Publication]:
     """Move scheduled deliveries due before ``now + horizon`` to pending; return what to publish."""
+    held = (
+        select(Campaign.id)
+        .where(
+            Campaign.id == Delivery.campaign_id,
+            Campaign.status.in_((CampaignStatus.PAUSED, CampaignStatus.CANCELLED)),
+        )
+        .exists()
+    )
     due = (
         select(Delivery.id)
-        .where(Delivery.state == S.SCHEDULED, Delivery.due_at <= now + DUE_HORIZON)
+        .where(Delivery.state == S.SCHEDULED, Delivery.due_at <= now + DUE_HORIZON, ~held)
         .order_by(Delivery.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -110,8 +118,12 @@ def sweep(now: datetime, *, send_queue_depth: int | None = None) -> SweepReport:
     from comms.settings import get_settings
 
     settings = get_settings()
+    room = 5000
+    if send_queue_depth is not None:
+        # backpressure: top the send queue up to its bound, never beyond
+        room = max(0, min(room, settings.max_queue_depth - send_queue_depth))
     with unit_of_work() as session:
-        due = claim_due(session, now)
+        due = claim_due(session, now, limit=room) if room else []
         stuck = recover_stuck(session, now)
         lost: list[uuid.UUID] = []
         if send_queue_depth == 0:
