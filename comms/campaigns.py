@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
@@ -221,3 +222,33 @@ def settle_finished_campaigns(session: Session) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class CampaignIn(BaseModel):
+    """A new campaign, as the API and CLI accept it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+    name: str = Field(min_length=1, max_length=200)
+    sender: EmailStr = Field(alias="from")
+    subject: str = Field(min_length=1, max_length=998)
+    text: str | None = Field(None, max_length=1_000_000)
+    html: str | None = Field(None, max_length=2_000_000)
+    tags: list[str] = Field(
+        default_factory=list, max_length=50, description="Audience: subscribers with any tag"
+    )
+    send_time_optimisation: bool = False
+    fallback_intro: str | None = Field(None, max_length=5000, description="Fills {{ ai_intro }}")
+
+    @model_validator(mode="after")
+    def _has_body(self) -> CampaignIn:
+        if not self.text and not self.html:
+            raise ValueError("one of 'text' or 'html' is required")
+        return self
+
+
+def create_from(session: Session, tenant_id: uuid.UUID, body: CampaignIn) -> Campaign:
+    return create_campaign(
+        session, tenant_id, name=body.name, sender=str(body.sender), subject=body.subject,
+        text=body.text, html=body.html, tags=body.tags,
+        send_time_optimisation=body.send_time_optimisation, fallback_intro=body.fallback_intro,
+    )  # fmt: skip

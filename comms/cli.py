@@ -439,6 +439,146 @@ def message_show(message_id: str, tenant_id: str) -> None:
     click.echo(json.dumps(status, indent=2))
 
 
+# -- subscribers and campaigns -----------------------------------------------
+def _command_errors(exc: CommandError) -> NoReturn:
+    _fail("; ".join(f"{e['field']}: {e['message']}" for e in exc.errors[:20]), 2)
+
+
+@main.group()
+def subscribers() -> None:
+    """Subscriber lists."""
+
+
+@subscribers.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tenant", "tenant_id", required=True)
+def subscribers_import(path: str, tenant_id: str) -> None:
+    """Import FILE.csv (header: email[,phone,timezone,tags,<merge fields>]); all rows or none."""
+    from pathlib import Path
+
+    from comms.db import unit_of_work
+    from comms.subscribers import parse_csv, upsert_subscribers
+
+    tid = _uuid(tenant_id, "--tenant")
+    try:
+        rows = parse_csv(Path(path).read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        _fail(f"{path}: not UTF-8 text", 2)
+    except CommandError as exc:
+        _command_errors(exc)
+    with unit_of_work() as session:
+        report = upsert_subscribers(session, tid, rows)
+    click.echo(f"imported {report.written} subscribers ({report.received} rows)")
+
+
+@main.group()
+def campaign() -> None:
+    """Campaigns: create, fire, watch, pause, resume, cancel."""
+
+
+@campaign.command("create")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--name", required=True)
+@click.option("--from", "sender", required=True)
+@click.option("--subject", required=True)
+@click.option("--text", help="Text body ({{ field }} merge fields)")
+@click.option("--html", help="HTML body")
+@click.option("--tag", "tags", multiple=True, help="Audience: subscribers with any of these tags")
+@click.option("--send-time-optimisation/--send-now", default=False)
+@click.option("--fallback-intro", help="Text for {{ ai_intro }}")
+def campaign_create(
+    tenant_id: str, name: str, sender: str, subject: str, text: str | None, html: str | None,
+    tags: tuple[str, ...], send_time_optimisation: bool, fallback_intro: str | None,
+) -> None:  # fmt: skip
+    """Create a draft campaign and print its id."""
+    from pydantic import ValidationError
+
+    from comms.campaigns import CampaignIn, create_from
+    from comms.commands import field_errors
+    from comms.db import unit_of_work
+
+    tid = _uuid(tenant_id, "--tenant")
+    try:
+        body = CampaignIn.model_validate(
+            {"name": name, "from": sender, "subject": subject, "text": text, "html": html,
+             "tags": list(tags), "send_time_optimisation": send_time_optimisation,
+             "fallback_intro": fallback_intro}
+        )  # fmt: skip
+    except ValidationError as exc:
+        _command_errors(CommandError(field_errors(exc)))
+    with unit_of_work() as session:
+        row = create_from(session, tid, body)
+    click.echo(f"campaign_id {row.id}")
+
+
+def _campaign_action(verb: str, campaign_id: str, tenant_id: str) -> None:
+    from comms import campaigns as c
+    from comms.db import unit_of_work
+
+    actions = {"fire": c.fire, "pause": c.pause, "resume": c.resume, "cancel": c.cancel}
+    try:
+        with unit_of_work() as session:
+            actions[verb](session, _uuid(campaign_id, "CAMPAIGN_ID"), _uuid(tenant_id, "--tenant"))
+    except c.CampaignError as exc:
+        _fail(str(exc))
+    click.echo(f"{verb}: ok")
+
+
+for _verb, _help in [
+    ("fire", "Start sending (a campaign fires once)."),
+    ("pause", "Stop publishing; nothing is lost."),
+    ("resume", "Continue a paused campaign."),
+    ("cancel", "Cancel everything not yet sent."),
+]:
+
+    def _make(verb: str) -> Any:
+        @click.argument("campaign_id")
+        @click.option("--tenant", "tenant_id", required=True)
+        def _cmd(campaign_id: str, tenant_id: str) -> None:
+            _campaign_action(verb, campaign_id, tenant_id)
+
+        return _cmd
+
+    campaign.command(_verb, help=_help)(_make(_verb))
+
+
+@campaign.command("status")
+@click.argument("campaign_id")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--watch", is_flag=True, help="Show a live progress bar until the campaign ends")
+def campaign_status(campaign_id: str, tenant_id: str, watch: bool) -> None:
+    """Status and counts per delivery state."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from comms.campaigns import CampaignError, get_campaign, progress
+    from comms.db import unit_of_work
+
+    cid, tid = _uuid(campaign_id, "CAMPAIGN_ID"), _uuid(tenant_id, "--tenant")
+
+    def read() -> Any:
+        with unit_of_work() as session:
+            get_campaign(session, cid, tid)
+            return progress(session, cid)
+
+    try:
+        current = read()
+    except CampaignError as exc:
+        _fail(str(exc))
+    if watch:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"))  # fmt: skip
+        with Progress(*columns) as bar:
+            task = bar.add_task("campaign", total=current.audience, status=current.status)
+            while True:
+                current = read()
+                bar.update(task, completed=current.settled, total=current.audience,
+                           status=current.status)  # fmt: skip
+                if current.status in ("done", "cancelled"):
+                    break
+                time.sleep(0.5)
+    click.echo(json.dumps(current.as_dict(), indent=2))
+
+
 # -- processes ---------------------------------------------------------------
 def _exec_celery(args: list[str]) -> NoReturn:
     # resolve the embedded stack once here so every forked process shares the same URLs

@@ -6,10 +6,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 
 from comms import __version__
+from comms.api.auth import tenant_id as tenant_id_dep
+from comms.api.campaigns import router as campaigns_router
 from comms.api.problems import Problem, install, validation_problem
 from comms.api.providers import router as providers_router
 from comms.commands import EmailContent, SmsContent
@@ -20,29 +21,8 @@ from comms.messaging import (
     accept,
     message_status,
 )
-from comms.tenants import authenticate
 
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _tenant(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> uuid.UUID:
-    tenant_id = None
-    if credentials:
-        with unit_of_work() as session:
-            tenant_id = authenticate(session, credentials.credentials)
-    if tenant_id is None:
-        raise Problem(
-            401,
-            "Unauthorized",
-            "send a valid tenant API key as `Authorization: Bearer <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return tenant_id
-
-
-TenantDep = Annotated[uuid.UUID, Depends(_tenant)]
+TenantDep = Annotated[uuid.UUID, Depends(tenant_id_dep)]
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
@@ -87,6 +67,7 @@ def create_app() -> FastAPI:
     )
     install(app)
     app.include_router(providers_router)
+    app.include_router(campaigns_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -9,11 +9,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from comms.api.auth import principal
 from comms.api.problems import Problem
 from comms.crypto import CryptoConfigError
 from comms.db import unit_of_work
@@ -25,28 +25,10 @@ from comms.provider_configs import (
     update_provider_config,
 )
 from comms.providers import ConfigurationError
-from comms.tenants import Principal, principal_for
+from comms.tenants import Principal
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _principal(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    principal = None
-    if credentials:
-        with unit_of_work() as session:
-            principal = principal_for(session, credentials.credentials)
-    if principal is None:
-        raise Problem(
-            401, "Unauthorized", "send a valid API key as `Authorization: Bearer <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(_principal)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 class ProviderIn(BaseModel):

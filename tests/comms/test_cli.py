@@ -105,3 +105,50 @@ def test_worker_refuses_unknown_queues(runner: CliRunner) -> None:
     result = runner.invoke(main, ["worker", "--queues", "send,bogus"])
     assert result.exit_code == 2
     assert "bogus" in result.stderr
+
+
+def test_subscriber_import_is_all_or_nothing(
+    runner: CliRunner, session: Session, tenant: uuid.UUID, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from comms.models import Subscriber
+
+    good = Path(str(tmp_path)) / "good.csv"
+    good.write_text("email,first_name,tags\nann@example.org,Ann,news;vip\nbob@example.org,Bob,\n")
+    ok = runner.invoke(main, ["subscribers", "import", str(good), "--tenant", str(tenant)])
+    assert ok.exit_code == 0, ok.output
+    assert "imported 2" in ok.stdout
+    ann = session.scalars(select(Subscriber).where(Subscriber.email == "ann@example.org")).one()
+    assert ann.tags == ["news", "vip"] and ann.fields == {"first_name": "Ann"}
+
+    bad = Path(str(tmp_path)) / "bad.csv"
+    bad.write_text(
+        "email,timezone\ncarl@example.org,UTC\nnot-an-email,UTC\ndee@example.org,Nowhere/X\n"
+    )
+    result = runner.invoke(main, ["subscribers", "import", str(bad), "--tenant", str(tenant)])
+    assert result.exit_code == 2
+    assert "line 3: email" in result.stderr and "line 4: timezone" in result.stderr
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Subscriber)) == 2
+
+
+def test_campaign_cli_flow(runner: CliRunner, session: Session, tenant: uuid.UUID) -> None:
+    created = runner.invoke(
+        main,
+        ["campaign", "create", "--tenant", str(tenant), "--name", "n", "--from", "a@example.com",
+         "--subject", "s", "--text", "t"],
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    cid = created.stdout.split()[1]
+    assert runner.invoke(main, ["campaign", "fire", cid, "--tenant", str(tenant)]).exit_code == 0
+    again = runner.invoke(main, ["campaign", "fire", cid, "--tenant", str(tenant)])
+    assert again.exit_code == 1 and "only a draft can be fired" in again.stderr
+    status = runner.invoke(main, ["campaign", "status", cid, "--tenant", str(tenant)])
+    assert json.loads(status.stdout)["status"] in ("firing", "sending")
+    no_body = runner.invoke(
+        main,
+        ["campaign", "create", "--tenant", str(tenant), "--name", "n", "--from", "a@example.com",
+         "--subject", "s"],
+    )  # fmt: skip
+    assert no_body.exit_code == 2 and "text" in no_body.stderr
