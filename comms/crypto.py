@@ -70,6 +70,16 @@ class LocalMasterKey(MasterKey):
     def __init__(self, kid: str, key: bytes) -> None:
         self.kid = kid
         self._aead = AESGCM(key)
+        self._material = key
+
+    def derive(self, info: bytes) -> bytes:
+        """A 32-byte key for another purpose (HKDF-SHA256), never the master key itself."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+            self._material
+        )
 
     def wrap(self, data_key: bytes, aad: bytes) -> tuple[bytes, bytes]:
         nonce = os.urandom(12)
@@ -143,6 +153,9 @@ class Keyring:
         if len({k.kid for k in keys}) != len(keys):
             raise CryptoConfigError("keyring: a key id appears twice")
         return cls(keys)
+
+    def local_keys(self) -> dict[str, LocalMasterKey]:
+        return {kid: k for kid, k in self._keys.items() if isinstance(k, LocalMasterKey)}
 
     def _key(self, kid: str) -> MasterKey:
         try:

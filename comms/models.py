@@ -196,7 +196,7 @@ class Delivery(Base):
         ForeignKey("provider_configs.id", ondelete="SET NULL"), nullable=True
     )
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    provider_message_id: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(500), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: position in the tenant's failover list the next attempt uses
     failover_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -280,7 +280,8 @@ class SuppressionEntry(Base):
     """An address we must not send to; ``tenant_id`` NULL applies platform-wide."""
 
     __tablename__ = "suppression_entries"
-    __table_args__ = (UniqueConstraint("tenant_id", "address"),)
+    # one entry per address per tenant, and one platform-wide (tenant NULL)
+    __table_args__ = (UniqueConstraint("tenant_id", "address", postgresql_nulls_not_distinct=True),)
 
     id: Mapped[UUIDPk]
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -290,4 +291,5 @@ class SuppressionEntry(Base):
     reason: Mapped[SuppressionReason] = mapped_column(
         _enum(SuppressionReason, "suppression_reason")
     )
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[Created]

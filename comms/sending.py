@@ -175,7 +175,10 @@ def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
         if held is not None:
             return held
 
-        reason = suppression_reason(session, delivery.tenant_id, delivery.recipient)
+        reason = suppression_reason(
+            session, delivery.tenant_id, delivery.recipient,
+            transactional=delivery.campaign_id is None,
+        )  # fmt: skip
         if reason is not None:
             transition(session, delivery_id, [S.SENDING], S.SUPPRESSED, last_error=reason.value)
             record_event(session, delivery, "suppressed", {"reason": reason.value})

@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     # Outbound identity used when a message does not say.
     message_id_domain: str = "comms.localhost"
 
+    # Delivery events and suppression.
+    sns_allowed_topics: list[str] = Field(
+        default_factory=list, description="SNS TopicArns whose messages /v1/webhooks/ses accepts"
+    )
+    sns_cert_host_pattern: str = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+    sns_max_age_seconds: int = Field(3600, ge=60)
+    soft_bounce_limit: int = Field(
+        3, ge=1, description="Soft bounces before an address is suppressed"
+    )
+    # "kid:base64key,...": signs unsubscribe links (first signs, all verify)
+    signing_keys: SecretStr | None = None
+    public_base_url: str = Field("http://127.0.0.1:8025", description="Where /u/ links point")
+
     api_host: str = "127.0.0.1"
     api_port: int = 8025
 
