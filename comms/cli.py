@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from comms.commands import CommandError
+from comms.models import SuppressionReason as SuppressionReasonChoices
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -577,6 +578,66 @@ def campaign_status(campaign_id: str, tenant_id: str, watch: bool) -> None:
                     break
                 time.sleep(0.5)
     click.echo(json.dumps(current.as_dict(), indent=2))
+
+
+@main.group()
+def suppression() -> None:
+    """The suppression list (addresses never sent to)."""
+
+
+@suppression.command("list")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--after", help="Keyset cursor: the last address of the previous page")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+def suppression_list(tenant_id: str, after: str | None, limit: int) -> None:
+    """Tenant and platform-wide entries, by address."""
+    from comms.db import unit_of_work
+    from comms.suppression import list_entries
+
+    with unit_of_work() as session:
+        for e in list_entries(session, _uuid(tenant_id, "--tenant"), after=after, limit=limit):
+            scope = "platform" if e.tenant_id is None else "tenant"
+            click.echo(f"{e.address}\t{e.reason.value}\t{scope}\t{e.detail or ''}")
+
+
+@suppression.command("add")
+@click.argument("address")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option(
+    "--reason", type=click.Choice([r.value for r in SuppressionReasonChoices]), default="manual"
+)
+def suppression_add(address: str, tenant_id: str, reason: str) -> None:
+    """Stop sending to ADDRESS."""
+    from pydantic import EmailStr, TypeAdapter, ValidationError
+
+    from comms.db import unit_of_work
+    from comms.models import SuppressionReason
+    from comms.suppression import suppress
+
+    try:
+        TypeAdapter(EmailStr).validate_python(address)
+    except ValidationError:
+        _fail(f"ADDRESS: {address!r} is not an email address", 2)
+    with unit_of_work() as session:
+        created = suppress(
+            session, _uuid(tenant_id, "--tenant"), address, SuppressionReason(reason)
+        )
+    click.echo("added" if created else "already suppressed")
+
+
+@suppression.command("remove")
+@click.argument("address")
+@click.option("--tenant", "tenant_id", required=True)
+def suppression_remove(address: str, tenant_id: str) -> None:
+    """Send to ADDRESS again (tenant entries only)."""
+    from comms.db import unit_of_work
+    from comms.suppression import unsuppress
+
+    with unit_of_work() as session:
+        removed = unsuppress(session, _uuid(tenant_id, "--tenant"), address)
+    if not removed:
+        _fail(f"{address} is not on this tenant's suppression list")
+    click.echo("removed")
 
 
 # -- processes ---------------------------------------------------------------

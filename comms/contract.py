@@ -11,6 +11,7 @@ broker URL. Arguments are JSON objects validated by ``comms.commands``.
 | ``comms.deliver``       | send      | ``["<delivery uuid>"]`` (internal)  |
 | ``comms.fanout``        | fanout    | ``["<campaign uuid>", "<cursor>"]`` |
 | ``comms.sweep``         | scheduled | ``[]`` (beat)                       |
+| ``comms.engagement``    | events    | ``["<event uuid>"]`` (internal)     |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SEND_SMS: Final = "comms.send_sms"
 DELIVER: Final = "comms.deliver"
 FANOUT: Final = "comms.fanout"
 SWEEP: Final = "comms.sweep"
+ENGAGEMENT: Final = "comms.engagement"
 
 QUEUES: Final = ("send", "fanout", "events", "inbound", "scheduled")
 
@@ -31,6 +33,7 @@ ROUTES: Final[dict[str, str]] = {
     DELIVER: "send",
     FANOUT: "fanout",
     SWEEP: "scheduled",
+    ENGAGEMENT: "events",
 }
 
 

@@ -24,6 +24,7 @@ from comms.crypto import DecryptionError
 from comms.db import after_commit, unit_of_work
 from comms.deliveries import record_event, transition
 from comms.dispatch import publish
+from comms.links import UnsubscribeToken, sign_unsubscribe, unsubscribe_url
 from comms.models import (
     Campaign,
     CampaignStatus,
@@ -105,7 +106,18 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
             body=content["body"],
         )
     subject, text, html = content["subject"], content.get("text"), content.get("html")
-    if delivery.subscriber_id is not None:
+    headers = dict(content.get("headers") or {})
+    if delivery.subscriber_id is not None and delivery.campaign_id is not None:
+        token = sign_unsubscribe(
+            UnsubscribeToken(delivery.tenant_id, delivery.subscriber_id, delivery.campaign_id)
+        )
+        link = unsubscribe_url(token)
+        domain = get_settings().message_id_domain
+        # RFC 2369 + RFC 8058: one-click for Gmail/Yahoo bulk-sender rules
+        headers["List-Unsubscribe"] = (
+            f"<{link}>, <mailto:unsubscribe@{domain}?subject=unsubscribe-{token}>"
+        )
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         intro = session.scalar(
             select(Campaign.fallback_intro).where(Campaign.id == delivery.campaign_id)
@@ -115,10 +127,17 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
             "email": delivery.recipient,
             # personalised intros are a later feature; the campaign's fallback stands in
             "ai_intro": intro or "",
+            "unsubscribe_url": link,
         }
         subject = render(subject, values)
         text = render(text, values) if text else None
         html = render(html, values, escape_html=True) if html else None
+        # a visible link too, when the template did not place one
+        if text is not None and link not in text:
+            text += f"\n\n--\nUnsubscribe: {link}\n"
+        if html is not None and link not in html:
+            html += f'<p style="font-size:12px"><a href="{link}">Unsubscribe</a></p>'
+
     return OutboundEmail(
         delivery_id=delivery.id,
         tenant_id=delivery.tenant_id,
@@ -129,7 +148,7 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
         text=text,
         html=html,
         reply_to=content.get("reply_to"),
-        headers=content.get("headers") or {},
+        headers=headers,
         message_id_header=message_id_header(delivery.id),
     )
 

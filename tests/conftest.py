@@ -34,12 +34,14 @@ def reset_process_caches() -> None:
     from comms.db import dispose_engine
     from comms.dispatch import reset_producer
     from comms.endpoints import reset_endpoints
+    from comms.links import reset_signing_keys
     from comms.ratelimit import reset_client as reset_rate_limiter
     from comms.settings import reset_settings
 
     reset_settings()
     reset_endpoints()
     reset_keyring()
+    reset_signing_keys()
     dispose_engine()
     reset_producer()
     reset_rate_limiter()

@@ -15,6 +15,7 @@ from comms.dispatch import queue_depth
 from comms.messaging import IdempotencyConflict, UnknownTenant, accept
 from comms.sending import deliver as deliver_one
 from comms.sending import now_utc
+from schedulers.engagement import apply_engagement
 from schedulers.fanout import fanout_batch
 from schedulers.sweeper import sweep as sweep_once
 from workers.app import app
@@ -66,6 +67,11 @@ def deliver(self: Task[Any, Any], delivery_id: str) -> str:
 def fanout(campaign_id: str, cursor: str) -> int:
     report = fanout_batch(uuid.UUID(campaign_id), cursor or None)
     return report.inserted
+
+
+@app.task(name=contract.ENGAGEMENT)
+def engagement(event_id: str) -> bool:
+    return apply_engagement(uuid.UUID(event_id))
 
 
 @app.task(name=contract.SWEEP)

@@ -13,6 +13,8 @@ from comms.api.auth import tenant_id as tenant_id_dep
 from comms.api.campaigns import router as campaigns_router
 from comms.api.problems import Problem, install, validation_problem
 from comms.api.providers import router as providers_router
+from comms.api.suppressions import router as suppressions_router
+from comms.api.webhooks import router as webhooks_router
 from comms.commands import EmailContent, SmsContent
 from comms.db import unit_of_work
 from comms.messaging import (
@@ -68,6 +70,8 @@ def create_app() -> FastAPI:
     install(app)
     app.include_router(providers_router)
     app.include_router(campaigns_router)
+    app.include_router(webhooks_router)
+    app.include_router(suppressions_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
