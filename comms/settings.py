@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
     sns_cert_host_pattern: str = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
     sns_max_age_seconds: int = Field(3600, ge=60)
+    sns_trusted_ca_file: Path | None = Field(
+        None, description="PEM bundle that signing certificates must chain to (default: system)"
+    )
     soft_bounce_limit: int = Field(
         3, ge=1, description="Soft bounces before an address is suppressed"
     )

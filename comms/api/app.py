@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI, Header, Response
 from sqlalchemy import text
 
@@ -60,7 +61,9 @@ def _accept(
     }
 
 
-def create_app() -> FastAPI:
+def create_app(aws_transport: httpx.BaseTransport | None = None) -> FastAPI:
+    """The API. ``aws_transport`` replaces the network below the HTTP client that fetches
+    SNS signing certificates and confirms subscriptions (tests; never in production)."""
     app = FastAPI(
         title="comms",
         version=__version__,
@@ -68,6 +71,8 @@ def create_app() -> FastAPI:
         "`Authorization: Bearer <tenant API key>`.",
     )
     install(app)
+    app.state.aws_http = httpx.Client(timeout=5.0, follow_redirects=False, transport=aws_transport)
+    app.state.sns_verifier = None
     app.include_router(providers_router)
     app.include_router(campaigns_router)
     app.include_router(webhooks_router)

@@ -13,7 +13,7 @@ import hmac
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import httpx
@@ -33,6 +33,7 @@ from comms.models import Delivery, ProviderConfig, Subscriber, SuppressionReason
 from comms.provider_configs import build_provider
 from comms.provider_events import MalformedEvent, parse_custom, parse_ses, parse_twilio
 from comms.settings import get_settings
+from comms.sns import SnsVerificationError, SnsVerifier, confirm_subscription
 from comms.suppression import suppress
 
 router = APIRouter(tags=["webhooks"])
@@ -57,30 +58,30 @@ def _record_all(events: list[IncomingEvent]) -> dict[str, int]:
     return counts
 
 
-@lru_cache(maxsize=1)
-def _sns_http() -> httpx.Client:
-    return httpx.Client(timeout=5.0, follow_redirects=False)
-
-
-@lru_cache(maxsize=1)
-def sns_verifier() -> Any:
-    """One verifier per process, so fetched signing certificates stay cached."""
-    from comms.sns import SnsVerifier
-
+def sns_verifier(http: httpx.Client) -> SnsVerifier:
+    """Built once per app, so fetched signing certificates stay cached."""
     settings = get_settings()
+    ca = settings.sns_trusted_ca_file
     return SnsVerifier(
         settings.sns_allowed_topics,
         cert_host_pattern=settings.sns_cert_host_pattern,
+        trusted_ca_pem=ca.read_bytes() if ca else None,
         max_age=timedelta(seconds=settings.sns_max_age_seconds),
-        http=_sns_http(),
+        http=http,
     )
+
+
+def _sns(request: Request) -> tuple[SnsVerifier, httpx.Client]:
+    state = request.app.state
+    if getattr(state, "sns_verifier", None) is None:
+        state.sns_verifier = sns_verifier(state.aws_http)
+    return state.sns_verifier, state.aws_http
 
 
 @router.post("/v1/webhooks/ses")
 async def ses_webhook(request: Request) -> dict[str, Any]:
     """SES event publishing through an SNS HTTPS subscription (signature verified)."""
-    from comms.sns import SnsVerificationError, confirm_subscription
-
+    verifier, http = _sns(request)
     try:
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -88,13 +89,13 @@ async def ses_webhook(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Problem(400, "Malformed message", "an SNS message is a JSON object")
     try:
-        message = sns_verifier().verify(body)
+        message = verifier.verify(body)
     except SnsVerificationError as exc:
         log.warning("ses.refused", reason=str(exc))
         raise Problem(403, "Not a genuine SNS message", str(exc)) from None
     if message.type == "SubscriptionConfirmation":
         try:
-            confirm_subscription(message, _sns_http())
+            confirm_subscription(message, http)
         except (SnsVerificationError, httpx.HTTPError) as exc:
             raise Problem(400, "Subscription not confirmed", str(exc)) from None
         return {"confirmed": message.topic_arn}
