@@ -21,7 +21,8 @@ import httpx
 
 from comms.models import Channel
 from comms.netguard import BlockedDestination, PinnedTransport
-from comms.providers.base import Outbound, OutboundEmail, Provider, SendResult
+from comms.providers._http import HttpApiProvider
+from comms.providers.base import Outbound, OutboundEmail, SendResult
 from comms.providers.errors import (
     ConfigurationError,
     PermanentError,
@@ -53,9 +54,10 @@ def verify(
     return hmac.compare_digest(expected, given)
 
 
-class WebhookProvider(Provider):
+class WebhookProvider(HttpApiProvider):
     name = "webhook"
     channel = Channel.EMAIL
+    default_timeout = 5.0
     settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "required": ["url", "signing_secret"],
@@ -68,29 +70,14 @@ class WebhookProvider(Provider):
         },
     }
 
-    def __init__(
-        self, settings: dict[str, Any], transport: httpx.BaseTransport | None = None
-    ) -> None:
-        super().__init__(settings)
-        self._transport = transport
-        self._client: httpx.Client | None = None
-
     def validate_settings(self) -> None:
         super().validate_settings()
         parts = urlsplit(str(self.settings["url"]))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError("webhook: setting 'url' must be an http(s) URL")
 
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                transport=self._transport or PinnedTransport(),
-                timeout=float(self.settings.get("timeout", 5)),
-                follow_redirects=False,
-                headers={"User-Agent": "comms-webhook/1"},
-            )
-        return self._client
+    def default_transport(self) -> httpx.BaseTransport:
+        return PinnedTransport()
 
     def validate(self, outbound: Outbound) -> None:
         """Email and SMS both travel as JSON."""
@@ -114,6 +101,7 @@ class WebhookProvider(Provider):
 
     def _post(self, body: bytes, idempotency_key: str) -> httpx.Response:
         headers = {
+            "User-Agent": "comms-webhook/1",
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(str(self.settings["signing_secret"]), body, int(time.time())),
             "Idempotency-Key": idempotency_key,
@@ -159,8 +147,3 @@ class WebhookProvider(Provider):
         if not 200 <= response.status_code < 300:
             raise TransientError(f"webhook ping answered {response.status_code}")
         return f"webhook answered {response.status_code}"
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
