@@ -37,6 +37,28 @@ def close_all_connections() -> None:
         _pool.clear()
 
 
+def build_mime(outbound: OutboundEmail) -> EmailMessage:
+    """The RFC 5322 message for one recipient (SMTP sends it, SES sends it raw)."""
+    msg = EmailMessage()
+    msg["From"] = outbound.sender
+    msg["To"] = outbound.recipient
+    msg["Subject"] = outbound.subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = outbound.message_id_header
+    if outbound.reply_to:
+        msg["Reply-To"] = outbound.reply_to
+    for name, value in outbound.headers.items():
+        msg[name] = value
+    if outbound.text is not None:
+        msg.set_content(outbound.text)
+    if outbound.html is not None:
+        if outbound.text is not None:
+            msg.add_alternative(outbound.html, subtype="html")
+        else:
+            msg.set_content(outbound.html, subtype="html")
+    return msg
+
+
 class SmtpProvider(Provider):
     name = "smtp"
     channel = Channel.EMAIL
@@ -70,24 +92,7 @@ class SmtpProvider(Provider):
 
     def build_payload(self, outbound: Outbound) -> EmailMessage:
         assert isinstance(outbound, OutboundEmail)
-        msg = EmailMessage()
-        msg["From"] = outbound.sender
-        msg["To"] = outbound.recipient
-        msg["Subject"] = outbound.subject
-        msg["Date"] = formatdate(localtime=False)
-        msg["Message-ID"] = outbound.message_id_header
-        if outbound.reply_to:
-            msg["Reply-To"] = outbound.reply_to
-        for name, value in outbound.headers.items():
-            msg[name] = value
-        if outbound.text is not None:
-            msg.set_content(outbound.text)
-        if outbound.html is not None:
-            if outbound.text is not None:
-                msg.add_alternative(outbound.html, subtype="html")
-            else:
-                msg.set_content(outbound.html, subtype="html")
-        return msg
+        return build_mime(outbound)
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
