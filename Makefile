@@ -35,6 +35,7 @@ lint: install ## ruff and mypy
 bench: install ## Benchmarks (print figures; never fail on timing)
 	$(BIN)/python bench/smtp_throughput.py
 	$(BIN)/python bench/rate_limit.py
+	$(BIN)/python bench/sendtime_sim.py
 
 up: install ## Start the embedded PostgreSQL and Redis and migrate
 	$(BIN)/comms dev up

@@ -640,6 +640,40 @@ def suppression_remove(address: str, tenant_id: str) -> None:
     click.echo("removed")
 
 
+@main.group()
+def sendtime() -> None:
+    """Send-time optimisation, offline."""
+
+
+@sendtime.command("predict")
+@click.option(
+    "--history",
+    "history",
+    required=True,
+    type=click.File("r", encoding="utf-8"),
+    help="JSON lines: subscriber, type (delivered|open|click|profile), at, machine, tz",
+)
+@click.option("--now", "now_text", required=True, help="ISO 8601, e.g. 2026-11-24T09:00:00Z")
+@click.option("--cap-hours", type=click.FloatRange(0, 24), default=24.0, show_default=True)
+def sendtime_predict(history: Any, now_text: str, cap_hours: float) -> None:
+    """Print one {"subscriber", "send_at"} JSON line per subscriber seen."""
+    from datetime import UTC, datetime, timedelta
+
+    from schedulers.sendtime import predict_lines
+
+    try:
+        now = datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--now: {now_text!r} is not an ISO 8601 timestamp", 2)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    try:
+        for line in predict_lines(history, now.astimezone(UTC), timedelta(hours=cap_hours)):
+            click.echo(line)
+    except ValueError as exc:
+        _fail(f"--history: {exc}", 2)
+
+
 # -- processes ---------------------------------------------------------------
 def _exec_celery(args: list[str]) -> NoReturn:
     # resolve the embedded stack once here so every forked process shares the same URLs
