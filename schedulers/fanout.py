@@ -96,6 +96,8 @@ def fanout_batch(
                 "campaign_id": campaign.id,
                 "subscriber_id": r.id,
                 "state": DeliveryState.PENDING,
+                "due_at": None,  # every row names the same columns (one multi-row INSERT)
+                "last_error": None,
             }
             at = due.get(r.id, now)
             if r.email.lower() in suppressed:

@@ -1,7 +1,7 @@
 """When each recipient of a campaign batch should get the mail (send-time optimisation).
 
-Uses the per-subscriber 168-bucket models stored in ``subscriber_engagement``;
-a subscriber without a model is sent now.
+Uses the per-subscriber 168-bucket models stored in ``subscriber_engagement``,
+vectorised over the whole batch; a subscriber without a model is sent now.
 """
 
 from __future__ import annotations
@@ -13,20 +13,35 @@ from typing import Any
 
 import numpy as np
 
+from schedulers.sendtime import BUCKETS, MAX_CAP, choose_hours, offset_hours, send_at
+
 #: never later than this after the campaign fires
-SEND_TIME_CAP = timedelta(hours=24)
+SEND_TIME_CAP = MAX_CAP
 
 
 def plan_send_times(
     models: Iterable[Sequence[Any]], now: datetime, cap: timedelta = SEND_TIME_CAP
 ) -> dict[uuid.UUID, datetime]:
     """``(subscriber_id, histogram, timezone)`` rows → chosen send time per subscriber."""
-    from schedulers.sendtime import best_send_time
-
-    planned: dict[uuid.UUID, datetime] = {}
+    ids: list[uuid.UUID] = []
+    rows: list[Any] = []
+    zones: list[str] = []
     for subscriber_id, histogram, tz in models:
-        hist = np.asarray(histogram, dtype=float)
-        if hist.shape != (168,) or not np.isfinite(hist).all() or hist.sum() <= 0:
-            continue
-        planned[subscriber_id] = best_send_time(hist, tz or "UTC", now, cap)
-    return planned
+        if histogram is None or len(histogram) != BUCKETS:
+            continue  # a damaged model: send now rather than guess
+        ids.append(subscriber_id)
+        rows.append(histogram)
+        zones.append(tz or "UTC")
+    if not ids:
+        return {}
+    hist = np.asarray(rows, dtype=np.float64).reshape(len(ids), -1)
+    usable = np.isfinite(hist).all(axis=1) & (hist.sum(axis=1) > 0)
+    hist = np.where(np.isfinite(hist), hist, 0.0)
+    offset_of = {zone: offset_hours(zone, now) for zone in set(zones)}
+    offsets = np.asarray([offset_of[z] for z in zones], dtype=np.int64)
+    hours = choose_hours(hist, offsets, now, min(cap, MAX_CAP))
+    return {
+        sid: send_at(now, int(h), min(cap, MAX_CAP), str(sid))
+        for sid, h, ok in zip(ids, hours, usable, strict=True)
+        if ok
+    }

@@ -117,7 +117,7 @@ def parse_history_line(line: str) -> HistoryEvent:
     return HistoryEvent(str(subscriber), kind, at.astimezone(UTC), machine, tz)
 
 
-def _offset_hours(tz: str, now: datetime) -> int:
+def offset_hours(tz: str, now: datetime) -> int:
     try:
         offset = now.astimezone(zoneinfo.ZoneInfo(tz)).utcoffset()
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -190,7 +190,7 @@ class SendTimeModel:
         offsets = np.zeros(n, dtype=np.int64)
         zones = ["UTC"] * n
         for i, tz in zone_of.items():
-            offsets[i] = _offset_hours(tz, now)
+            offsets[i] = offset_hours(tz, now)
             zones[i] = tz
         need = np.asarray(
             [i not in zone_of and utc_hist[i].sum() > 0 for i in range(n)], dtype=bool
@@ -255,12 +255,12 @@ class SendTimeModel:
         out: dict[str, datetime] = {}
         if not self.subscribers:
             return out
-        hours_ahead = _choose_hours(self.rates, self.offsets, now, cap)
+        hours_ahead = choose_hours(self.rates, self.offsets, now, cap)
         for i, subscriber in enumerate(self.subscribers):
             if self.evidence[i] <= 0:
                 out[subscriber] = now
             else:
-                out[subscriber] = _send_at(now, int(hours_ahead[i]), cap, subscriber)
+                out[subscriber] = send_at(now, int(hours_ahead[i]), cap, subscriber)
         return out
 
 
@@ -288,7 +288,7 @@ def _scores(rates: Array) -> Array:
     return score
 
 
-def _choose_hours(
+def choose_hours(
     rates: Array, offsets: NDArray[np.int64], now: datetime, cap: timedelta
 ) -> NDArray[np.int64]:
     """For each subscriber, how many whole hours ahead (0 = now) the best arrival is."""
@@ -300,7 +300,7 @@ def _choose_hours(
     return np.asarray(np.argmax(scores, axis=1), dtype=np.int64)  # first max: the earliest
 
 
-def _send_at(now: datetime, hours_ahead: int, cap: timedelta, key: str) -> datetime:
+def send_at(now: datetime, hours_ahead: int, cap: timedelta, key: str) -> datetime:
     if hours_ahead == 0:
         return now
     top = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=hours_ahead)
@@ -314,9 +314,9 @@ def best_send_time(hist: Array, tz: str, now: datetime, cap: timedelta = MAX_CAP
     hist = np.asarray(hist, dtype=np.float64)
     if hist.shape != (BUCKETS,) or not np.isfinite(hist).all() or hist.sum() <= 0:
         return now
-    offsets = np.asarray([_offset_hours(tz, now)], dtype=np.int64)
-    hours = int(_choose_hours(hist[None, :], offsets, now, cap)[0])
-    return _send_at(now, hours, cap, f"{tz}:{hist.tobytes().hex()[:16]}")
+    offsets = np.asarray([offset_hours(tz, now)], dtype=np.int64)
+    hours = int(choose_hours(hist[None, :], offsets, now, cap)[0])
+    return send_at(now, hours, cap, f"{tz}:{hist.tobytes().hex()[:16]}")
 
 
 def spread_for_rate(times: Sequence[datetime], rate_per_second: float) -> list[datetime]:
