@@ -28,8 +28,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from smtp_throughput import baseline  # noqa: E402
 
+from schedulers.sendtime import pack_histogram  # noqa: E402
 
-def _workers(env: dict[str, str], queues: str, n: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+
+def _workers(
+    env: dict[str, str], queues: str, n: int, concurrency: int
+) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen(
             [sys.executable, "-m", "comms.cli", "worker", "-Q", queues, "-c", str(concurrency),
@@ -121,10 +125,9 @@ def _subscribers(session: object, tenant_id: uuid.UUID, n: int, *, with_models: 
                 "evidence) FROM STDIN"
             ) as copy:
                 for i, sid in enumerate(ids):
-                    hist = ["0.1"] * 168
-                    hist[int(peaks[i])] = "3"
-                    copy.write_row((sid, tenant_id, "{" + ",".join(hist) + "}",
-                                    zones[i % 4], 10.0))  # fmt: skip
+                    hist = np.full(168, 0.1)
+                    hist[int(peaks[i])] = 3.0
+                    copy.write_row((sid, tenant_id, pack_histogram(hist), zones[i % 4], 10.0))
 
 
 def million(env: dict[str, str], recipients: int, redis_url: str) -> None:

@@ -126,8 +126,11 @@ def resume(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> Ca
     target = CampaignStatus.SENDING if campaign.fanout_done else CampaignStatus.FIRING
     campaign = _move(session, campaign_id, tenant_id, (CampaignStatus.PAUSED,), target, "resumed")
     if target is CampaignStatus.FIRING:
-        cursor = campaign.fanout_cursor or ""
-        after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), cursor]))
+        # batches run in parallel, so some after the cursor may not have finished when the
+        # pause came: start over from the beginning; finished batches insert nothing again
+        campaign.fanout_completed = 0
+        campaign.fanout_batches = None
+        after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), "", 0]))
     return campaign
 
 
@@ -168,7 +171,7 @@ def fire(session: Session, campaign_id: uuid.UUID, tenant_id: uuid.UUID) -> None
         if campaign is None or campaign.tenant_id != tenant_id:
             raise CampaignError(f"campaign {campaign_id} does not exist")
         raise CampaignError(f"campaign is {campaign.status.value}; only a draft can be fired")
-    after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), ""]))
+    after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), "", 0]))
 
 
 @dataclass(frozen=True)

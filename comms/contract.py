@@ -9,7 +9,7 @@ broker URL. Arguments are JSON objects validated by ``comms.commands``.
 | ``comms.send_email``    | send      | ``[EmailCommand as JSON object]``   |
 | ``comms.send_sms``      | send      | ``[SmsCommand as JSON object]``     |
 | ``comms.deliver``       | send      | ``["<delivery uuid>"]`` (internal)  |
-| ``comms.fanout``        | fanout    | ``["<campaign uuid>", "<cursor>"]`` |
+| ``comms.fanout``        | fanout    | ``["<campaign uuid>", "<cursor>", seq]`` |
 | ``comms.sweep``         | scheduled | ``[]`` (beat)                       |
 | ``comms.engagement``    | events    | ``["<event uuid>"]`` (internal)     |
 """

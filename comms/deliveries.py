@@ -66,16 +66,12 @@ def transition(
 
 def record_event(
     session: Session,
-    delivery: Delivery,
+    tenant_id: uuid.UUID,
+    delivery_id: uuid.UUID,
     type_: str,
     data: dict[str, Any] | None = None,
 ) -> None:
     session.add(
-        Event(
-            id=uuid.uuid4(),
-            tenant_id=delivery.tenant_id,
-            delivery_id=delivery.id,
-            type=type_,
-            data=data or {},
-        )
-    )
+        Event(id=uuid.uuid4(), tenant_id=tenant_id, delivery_id=delivery_id, type=type_,
+              data=data or {})
+    )  # fmt: skip

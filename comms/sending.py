@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from comms import contract
@@ -94,22 +96,87 @@ def message_id_header(delivery_id: uuid.UUID) -> str:
     return f"<{delivery_id}@{get_settings().message_id_domain}>"
 
 
-def build_outbound(session: Session, delivery: Delivery, message: Message) -> Outbound:
-    content: dict[str, Any] = message.content
-    if message.channel is Channel.SMS:
+@dataclass(frozen=True)
+class ClaimedRow:
+    """The columns of a delivery the send needs, read by the claiming UPDATE itself."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    message_id: uuid.UUID
+    recipient: str
+    campaign_id: uuid.UUID | None
+    subscriber_id: uuid.UUID | None
+    failover_index: int
+    attempts: int
+
+
+_message_cache: OrderedDict[uuid.UUID, tuple[Channel, dict[str, Any]]] = OrderedDict()
+_provider_cache: dict[
+    tuple[uuid.UUID, Channel], tuple[float, list[tuple[ProviderConfig, Provider]]]
+] = {}
+#: how long a worker reuses a tenant's resolved providers (a change applies within this)
+PROVIDER_CACHE_SECONDS = 5.0
+
+
+def reset_caches() -> None:
+    _message_cache.clear()
+    for _, entries in _provider_cache.values():
+        for _, provider in entries:
+            provider.close()
+    _provider_cache.clear()
+
+
+def _message(session: Session, message_id: uuid.UUID) -> tuple[Channel, dict[str, Any]]:
+    """A message's channel and content; immutable, so cached per worker process."""
+    cached = _message_cache.get(message_id)
+    if cached is None:
+        row = session.execute(
+            select(Message.channel, Message.content).where(Message.id == message_id)
+        ).one()
+        cached = (row.channel, row.content)
+        _message_cache[message_id] = cached
+        if len(_message_cache) > 512:
+            _message_cache.popitem(last=False)
+    return cached
+
+
+def _providers(
+    session: Session, tenant_id: uuid.UUID, channel: Channel
+) -> list[tuple[ProviderConfig, Provider]]:
+    """The tenant's failover list with built providers, reused for a few seconds."""
+    key = (tenant_id, channel)
+    cached = _provider_cache.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    configs = resolve_providers(session, tenant_id, channel)
+    for config in configs:
+        session.expunge(config)
+    entries = [(config, build_provider(config)) for config in configs]
+    _provider_cache[key] = (time.monotonic() + PROVIDER_CACHE_SECONDS, entries)
+    return entries
+
+
+def build_outbound(
+    session: Session,
+    row: ClaimedRow,
+    channel: Channel,
+    content: dict[str, Any],
+    intro: str | None = None,
+) -> Outbound:
+    if channel is Channel.SMS:
         return OutboundSms(
-            delivery_id=delivery.id,
-            tenant_id=delivery.tenant_id,
-            message_id=message.id,
+            delivery_id=row.id,
+            tenant_id=row.tenant_id,
+            message_id=row.message_id,
             sender=content.get("from"),
-            recipient=delivery.recipient,
+            recipient=row.recipient,
             body=content["body"],
         )
     subject, text, html = content["subject"], content.get("text"), content.get("html")
     headers = dict(content.get("headers") or {})
-    if delivery.subscriber_id is not None and delivery.campaign_id is not None:
+    if row.subscriber_id is not None and row.campaign_id is not None:
         token = sign_unsubscribe(
-            UnsubscribeToken(delivery.tenant_id, delivery.subscriber_id, delivery.campaign_id)
+            UnsubscribeToken(row.tenant_id, row.subscriber_id, row.campaign_id)
         )
         link = unsubscribe_url(token)
         domain = get_settings().message_id_domain
@@ -118,13 +185,10 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
             f"<{link}>, <mailto:unsubscribe@{domain}?subject=unsubscribe-{token}>"
         )
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        subscriber = session.get(Subscriber, delivery.subscriber_id)
-        intro = session.scalar(
-            select(Campaign.fallback_intro).where(Campaign.id == delivery.campaign_id)
-        )
+        fields = session.scalar(select(Subscriber.fields).where(Subscriber.id == row.subscriber_id))
         values = {
-            **(subscriber.fields if subscriber else {}),
-            "email": delivery.recipient,
+            **(fields or {}),
+            "email": row.recipient,
             # personalised intros are a later feature; the campaign's fallback stands in
             "ai_intro": intro or "",
             "unsubscribe_url": link,
@@ -139,17 +203,17 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
             html += f'<p style="font-size:12px"><a href="{link}">Unsubscribe</a></p>'
 
     return OutboundEmail(
-        delivery_id=delivery.id,
-        tenant_id=delivery.tenant_id,
-        message_id=message.id,
+        delivery_id=row.id,
+        tenant_id=row.tenant_id,
+        message_id=row.message_id,
         sender=content["from"],
-        recipient=delivery.recipient,
+        recipient=row.recipient,
         subject=subject,
         text=text,
         html=html,
         reply_to=content.get("reply_to"),
         headers=headers,
-        message_id_header=message_id_header(delivery.id),
+        message_id_header=message_id_header(row.id),
     )
 
 
@@ -157,7 +221,9 @@ def build_outbound(session: Session, delivery: Delivery, message: Message) -> Ou
 class Claim:
     """What a claimed send needs: the provider to call and where it sits in the failover list."""
 
+    row: ClaimedRow
     config_id: uuid.UUID
+    provider_kind: str
     provider: Provider
     outbound: Outbound
     providers_in_list: int
@@ -177,71 +243,80 @@ def rate_of(config: ProviderConfig) -> tuple[float, float] | None:
 def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
     settings = get_settings()
     with unit_of_work() as session:
-        claimed = transition(
-            session,
-            delivery_id,
-            [S.PENDING],
-            S.SENDING,
-            attempts=Delivery.attempts + 1,
-            lease_until=now_utc() + timedelta(seconds=settings.send_lease_seconds),
-        )
-        if not claimed:
+        found = session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.state == S.PENDING)
+            .values(
+                state=S.SENDING,
+                attempts=Delivery.attempts + 1,
+                updated_at=func.now(),
+                lease_until=now_utc() + timedelta(seconds=settings.send_lease_seconds),
+            )
+            .returning(
+                Delivery.id, Delivery.tenant_id, Delivery.message_id, Delivery.recipient,
+                Delivery.campaign_id, Delivery.subscriber_id, Delivery.failover_index,
+                Delivery.attempts,
+            )
+            .execution_options(synchronize_session=False)
+        ).first()  # fmt: skip
+        if found is None:
             return DeliverResult(Outcome.SKIPPED, "not pending (already claimed or settled)")
-        delivery = session.get_one(Delivery, delivery_id)
-        message = session.get_one(Message, delivery.message_id)
+        row = ClaimedRow(**found._asdict())
+        channel, content = _message(session, row.message_id)
 
-        held = _held_by_campaign(session, delivery)
-        if held is not None:
-            return held
+        intro = None
+        if row.campaign_id is not None:
+            status, intro = session.execute(
+                select(Campaign.status, Campaign.fallback_intro).where(
+                    Campaign.id == row.campaign_id
+                )
+            ).one()
+            held = _held_by_campaign(session, row, status)
+            if held is not None:
+                return held
 
         reason = suppression_reason(
-            session, delivery.tenant_id, delivery.recipient,
-            transactional=delivery.campaign_id is None,
-        )  # fmt: skip
+            session, row.tenant_id, row.recipient, transactional=row.campaign_id is None
+        )
         if reason is not None:
-            transition(session, delivery_id, [S.SENDING], S.SUPPRESSED, last_error=reason.value)
-            record_event(session, delivery, "suppressed", {"reason": reason.value})
+            transition(session, row.id, [S.SENDING], S.SUPPRESSED, last_error=reason.value)
+            record_event(session, row.tenant_id, row.id, "suppressed", {"reason": reason.value})
             return DeliverResult(Outcome.SUPPRESSED, reason.value)
 
-        configs = resolve_providers(session, delivery.tenant_id, message.channel)
         try:
-            if not configs:
-                raise no_provider_error(delivery.tenant_id, message.channel)
-            config = configs[delivery.failover_index % len(configs)]
-            provider = build_provider(config)
+            entries = _providers(session, row.tenant_id, channel)
+            if not entries:
+                raise no_provider_error(row.tenant_id, channel)
+            config, provider = entries[row.failover_index % len(entries)]
         except (ConfigurationError, DecryptionError) as exc:
             detail = f"configuration: {exc}"
-            transition(session, delivery_id, [S.SENDING], S.FAILED, last_error=detail)
-            record_event(session, delivery, "failed", {"reason": detail})
+            transition(session, row.id, [S.SENDING], S.FAILED, last_error=detail)
+            record_event(session, row.tenant_id, row.id, "failed", {"reason": detail})
             return DeliverResult(Outcome.FAILED, detail)
 
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id)
-            .values(provider_config_id=config.id, provider=config.kind)
-        )
         return Claim(
+            row=row,
             config_id=config.id,
+            provider_kind=config.kind,
             provider=provider,
-            outbound=build_outbound(session, delivery, message),
-            providers_in_list=len(configs),
+            outbound=build_outbound(session, row, channel, content, intro),
+            providers_in_list=len(entries),
             rate=rate_of(config),
         )
 
 
-def _held_by_campaign(session: Session, delivery: Delivery) -> DeliverResult | None:
+def _held_by_campaign(
+    session: Session, row: ClaimedRow, status: CampaignStatus
+) -> DeliverResult | None:
     """A paused campaign's send waits as scheduled (due now); a cancelled one's is dropped."""
-    if delivery.campaign_id is None:
-        return None
-    status = session.scalar(select(Campaign.status).where(Campaign.id == delivery.campaign_id))
     if status is CampaignStatus.PAUSED:
         transition(
-            session, delivery.id, [S.SENDING], S.SCHEDULED,
+            session, row.id, [S.SENDING], S.SCHEDULED,
             attempts=Delivery.attempts - 1, lease_until=None, due_at=now_utc(),
         )  # fmt: skip
         return DeliverResult(Outcome.DEFERRED, "campaign paused")
     if status is CampaignStatus.CANCELLED:
-        transition(session, delivery.id, [S.SENDING], S.CANCELLED, last_error="cancelled")
+        transition(session, row.id, [S.SENDING], S.CANCELLED, last_error="cancelled")
         return DeliverResult(Outcome.SKIPPED, "campaign cancelled")
     return None
 
@@ -278,7 +353,7 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
     except ProviderError as exc:
         if isinstance(exc, ThrottledError):
             RateLimiter().slow_down(claim.config_id)
-        return _settle_error(delivery_id, exc, claim)
+        return _settle_error(claim, exc)
 
     with unit_of_work() as session:
         moved = transition(
@@ -287,6 +362,8 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
             [S.SENDING],
             S.SENT,
             provider_message_id=result.provider_message_id,
+            provider_config_id=claim.config_id,
+            provider=claim.provider_kind,
             sent_at=now_utc(),
             lease_until=None,
             last_error=None,
@@ -296,53 +373,53 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
                 "provider": claim.provider.name,
                 "provider_message_id": result.provider_message_id,
             }
-            record_event(session, session.get_one(Delivery, delivery_id), "sent", data)
+            record_event(session, claim.row.tenant_id, delivery_id, "sent", data)
     if not moved:
         log.warning("deliver.settled_late", detail="lease expired before the send was recorded")
     log.info("deliver.sent", provider=claim.provider.name)
     return DeliverResult(Outcome.SENT, result.provider_message_id)
 
 
-def _settle_error(delivery_id: uuid.UUID, exc: ProviderError, claim: Claim) -> DeliverResult:
+def _settle_error(claim: Claim, exc: ProviderError) -> DeliverResult:
     settings = get_settings()
+    row = claim.row
+    tried = {"provider_config_id": claim.config_id, "provider": claim.provider_kind}
     with unit_of_work() as session:
-        delivery = session.get_one(Delivery, delivery_id)
-        if isinstance(exc, TransientError) and delivery.attempts < settings.max_send_attempts:
-            next_index = delivery.failover_index + 1
+        if isinstance(exc, TransientError) and row.attempts < settings.max_send_attempts:
+            next_index = row.failover_index + 1
             failing_over = claim.providers_in_list > 1
             if failing_over and next_index % claim.providers_in_list != 0:
                 delay = 0.0  # the next provider in the list gets it now
             else:
                 floor = exc.retry_after if isinstance(exc, ThrottledError) else 0.0
-                delay = retry_delay(delivery.attempts, floor=floor)
-            values: dict[str, Any] = {"last_error": exc.reason, "lease_until": None}
+                delay = retry_delay(row.attempts, floor=floor)
+            values: dict[str, Any] = {"last_error": exc.reason, "lease_until": None, **tried}
             if failing_over:
                 values["failover_index"] = next_index
                 record_event(
-                    session, delivery, "failover",
+                    session, row.tenant_id, row.id, "failover",
                     {"from_provider": str(claim.config_id), "reason": exc.reason},
                 )  # fmt: skip
             if delay <= MAX_BROKER_COUNTDOWN:
-                if transition(session, delivery_id, [S.SENDING], S.PENDING, **values):
-                    after_commit(
-                        session, lambda: publish(contract.DELIVER, [str(delivery_id)], delay)
-                    )
+                if transition(session, row.id, [S.SENDING], S.PENDING, **values):
+                    after_commit(session, lambda: publish(contract.DELIVER, [str(row.id)], delay))
             else:
                 values["due_at"] = now_utc() + timedelta(seconds=delay)
-                transition(session, delivery_id, [S.SENDING], S.SCHEDULED, **values)
+                transition(session, row.id, [S.SENDING], S.SCHEDULED, **values)
             log.warning("deliver.retry", reason=exc.reason, retry_in=round(delay, 2))
             return DeliverResult(Outcome.RETRY, exc.reason, retry_in=delay)
 
         kind = "permanent" if isinstance(exc, PermanentError) else type(exc).__name__
         if isinstance(exc, TransientError):
-            detail = f"gave up after {delivery.attempts} attempts: {exc.reason}"
+            detail = f"gave up after {row.attempts} attempts: {exc.reason}"
         elif isinstance(exc, ConfigurationError):
             detail = f"configuration: {exc.reason}"
         else:
             detail = exc.reason
-        if transition(
-            session, delivery_id, [S.SENDING], S.FAILED, last_error=detail, lease_until=None
-        ):
-            record_event(session, delivery, "failed", {"reason": detail, "kind": kind})
+        failed = transition(
+            session, row.id, [S.SENDING], S.FAILED, last_error=detail, lease_until=None, **tried
+        )
+        if failed:
+            record_event(session, row.tenant_id, row.id, "failed", {"reason": detail, "kind": kind})
         log.warning("deliver.failed", reason=detail)
         return DeliverResult(Outcome.FAILED, detail)

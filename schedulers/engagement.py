@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from comms.db import unit_of_work
 from comms.models import Delivery, Event, Subscriber, SubscriberEngagement
+from schedulers.sendtime import pack_histogram, unpack_histogram
 
 HALF_LIFE_DAYS = 60.0
 WEIGHTS = {"opened": 1.0, "clicked": 2.5}
@@ -64,7 +65,7 @@ def apply_engagement(event_id: uuid.UUID) -> bool:
         hist = np.zeros(168)
         evidence = 0.0
         if model is not None:
-            hist = decayed(np.asarray(model.histogram, dtype=float), model.updated_at,
+            hist = decayed(unpack_histogram(model.histogram), model.updated_at,
                            event.occurred_at)  # fmt: skip
             evidence = model.evidence
         hist[hour_of_week(event.occurred_at, subscriber.timezone)] += weight
@@ -72,12 +73,12 @@ def apply_engagement(event_id: uuid.UUID) -> bool:
             insert(SubscriberEngagement)
             .values(
                 subscriber_id=subscriber.id, tenant_id=subscriber.tenant_id,
-                histogram=hist.tolist(), timezone=subscriber.timezone,
+                histogram=pack_histogram(hist), timezone=subscriber.timezone,
                 evidence=evidence + weight, updated_at=event.occurred_at,
             )
             .on_conflict_do_update(
                 index_elements=["subscriber_id"],
-                set_={"histogram": hist.tolist(), "evidence": evidence + weight,
+                set_={"histogram": pack_histogram(hist), "evidence": evidence + weight,
                       "timezone": subscriber.timezone, "updated_at": event.occurred_at},
             )
         )  # fmt: skip

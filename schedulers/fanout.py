@@ -1,41 +1,35 @@
-"""Campaign fan-out: one keyset-paginated batch of recipients per task.
+"""Campaign fan-out: keyset-paginated batches of recipients, pipelined across workers.
 
-Each batch inserts its Delivery rows in bulk (unique per campaign and
-subscriber, so a repeated batch inserts nothing), marks suppressed subscribers
-as suppressed, decides *when* each recipient gets the mail (now, or at the
-subscriber's best hour when send-time optimisation is on), publishes what is
-due now after commit and stores the rest as ``scheduled`` for the sweeper.
-The cursor is kept on the campaign, so pause/resume continue where they stopped.
+A batch task first reads its page of subscribers and immediately hands the
+next page's cursor to another task, so every fan-out worker is busy at once;
+then it writes its Delivery rows in one ``INSERT … SELECT unnest(…)``
+(unique per campaign and subscriber, so a repeated batch inserts nothing),
+marks suppressed subscribers as suppressed, decides *when* each recipient gets
+the mail (now, or at the subscriber's best hour when send-time optimisation
+is on), publishes what is due now after commit and stores the rest as
+``scheduled`` for the sweeper. The campaign counts finished batches; the
+fan-out is done when all of them are.
 
 Backpressure: when the ``send`` queue already holds ``max_queue_depth``
 messages, rows due now are stored as ``scheduled`` (due now) instead of being
-published; the sweeper tops the queue up as it drains. The broker never holds
-more than about one campaign batch beyond the bound, however large the campaign.
+published; the sweeper tops the queue up as it drains. The broker holds no
+more than about one batch beyond the bound, however large the campaign.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Row, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
 
 from comms import contract
 from comms.campaigns import audience_query
 from comms.db import after_commit, unit_of_work
 from comms.dispatch import publish, publish_many, queue_depth
-from comms.models import (
-    Campaign,
-    CampaignStatus,
-    Delivery,
-    DeliveryState,
-    Subscriber,
-    SubscriberEngagement,
-)
+from comms.models import Campaign, CampaignStatus, Subscriber, SubscriberEngagement
 from comms.settings import get_settings
 from comms.suppression import suppressed_addresses
 from schedulers.planning import plan_send_times
@@ -43,6 +37,19 @@ from schedulers.planning import plan_send_times
 BATCH_SIZE = 1000
 #: sends due within this are published now rather than scheduled
 PUBLISH_NOW_WITHIN = timedelta(seconds=30)
+
+_INSERT = text("""
+INSERT INTO deliveries (id, tenant_id, message_id, recipient, campaign_id, subscriber_id,
+                        state, due_at, last_error, attempts, failover_index,
+                        created_at, updated_at)
+SELECT d.id, :tenant_id, :message_id, d.recipient, :campaign_id, d.subscriber_id,
+       d.state::delivery_state, d.due_at, d.last_error, 0, 0, now(), now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:recipients AS text[]), CAST(:subscribers AS uuid[]),
+            CAST(:states AS text[]), CAST(:due AS timestamptz[]), CAST(:errors AS text[]))
+     AS d(id, recipient, subscriber_id, state, due_at, last_error)
+ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
+RETURNING id, state::text
+""")
 
 
 @dataclass(frozen=True)
@@ -59,22 +66,31 @@ def fanout_batch(
     batch_size: int = BATCH_SIZE,
     now: datetime | None = None,
     send_queue_depth: int | None = None,
+    seq: int = 0,
 ) -> FanoutReport:
     from comms.sending import now_utc
 
     now = now or now_utc()
     with unit_of_work() as session:
-        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status is not CampaignStatus.FIRING:
             return FanoutReport(0, 0, 0, None)  # paused or cancelled: resume publishes again
         query = audience_query(campaign).order_by(Subscriber.id).limit(batch_size)
         if cursor:
             query = query.where(Subscriber.id > uuid.UUID(cursor))
         batch = session.execute(query).all()
-        suppressed = suppressed_addresses(session, campaign.tenant_id, [r.email for r in batch])
+        next_cursor = str(batch[-1].id) if len(batch) == batch_size else None
+        # hand the next page to another worker before doing this one (pipelining)
+        if next_cursor:
+            publish(contract.FANOUT, [str(campaign_id), next_cursor, seq + 1])
+        tenant_id, message_id, sto = campaign.tenant_id, campaign.message_id, (
+            campaign.send_time_optimisation
+        )  # fmt: skip
 
+    with unit_of_work() as session:
+        suppressed = suppressed_addresses(session, tenant_id, [r.email for r in batch])
         due: dict[uuid.UUID, datetime] = {}
-        if campaign.send_time_optimisation and batch:
+        if sto and batch:
             models = session.execute(
                 select(
                     SubscriberEngagement.subscriber_id,
@@ -86,55 +102,72 @@ def fanout_batch(
         depth = send_queue_depth if send_queue_depth is not None else queue_depth("send")
         queue_full = depth >= get_settings().max_queue_depth
 
-        rows: list[dict[str, Any]] = []
+        states: list[str] = []
+        due_at: list[datetime | None] = []
+        errors: list[str | None] = []
         for r in batch:
-            row: dict[str, Any] = {
-                "id": uuid.uuid4(),
-                "tenant_id": campaign.tenant_id,
-                "message_id": campaign.message_id,
-                "recipient": r.email,
-                "campaign_id": campaign.id,
-                "subscriber_id": r.id,
-                "state": DeliveryState.PENDING,
-                "due_at": None,  # every row names the same columns (one multi-row INSERT)
-                "last_error": None,
-            }
             at = due.get(r.id, now)
             if r.email.lower() in suppressed:
-                row.update(state=DeliveryState.SUPPRESSED, last_error="suppressed")
+                state, when, error = "suppressed", None, "suppressed"
             elif at - now > PUBLISH_NOW_WITHIN or queue_full:
-                row.update(state=DeliveryState.SCHEDULED, due_at=at)
-            rows.append(row)
-
-        inserted: Sequence[Row[uuid.UUID, DeliveryState]] = []
-        if rows:
-            inserted = session.execute(
-                insert(Delivery)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"])
-                .returning(Delivery.id, Delivery.state)
+                state, when, error = "scheduled", at, None
+            else:
+                state, when, error = "pending", None, None
+            states.append(state)
+            due_at.append(when)
+            errors.append(error)
+        inserted = (
+            session.execute(
+                _INSERT,
+                {
+                    "tenant_id": tenant_id, "message_id": message_id, "campaign_id": campaign_id,
+                    "ids": [uuid.uuid4() for _ in batch], "recipients": [r.email for r in batch],
+                    "subscribers": [r.id for r in batch], "states": states, "due": due_at,
+                    "errors": errors,
+                },
             ).all()
-        pending = [str(r.id) for r in inserted if r.state is DeliveryState.PENDING]
+            if batch
+            else []
+        )  # fmt: skip
+        pending = [str(row.id) for row in inserted if row.state == "pending"]
 
         def _publish_pending() -> None:
             publish_many(contract.DELIVER, ([i] for i in pending))
 
         after_commit(session, _publish_pending)
-        next_cursor = str(batch[-1].id) if len(batch) == batch_size else None
-        values: dict[str, Any] = {"fanout_cursor": str(batch[-1].id) if batch else cursor}
-        if next_cursor:
-            after_commit(session, lambda: publish(contract.FANOUT, [str(campaign_id), next_cursor]))
-        else:
-            values.update(fanout_done=True, status=CampaignStatus.SENDING)
-        session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.FIRING)
-            .values(**values)
+        _count_batch(
+            session, campaign_id, cursor=next_cursor, total=None if next_cursor else seq + 1
         )
-        states = [r.state for r in inserted]
+        states_in = [row.state for row in inserted]
         return FanoutReport(
             inserted=len(inserted),
-            suppressed=states.count(DeliveryState.SUPPRESSED),
-            scheduled=states.count(DeliveryState.SCHEDULED),
+            suppressed=states_in.count("suppressed"),
+            scheduled=states_in.count("scheduled"),
             next_cursor=next_cursor,
         )
+
+
+def _count_batch(
+    session: Session, campaign_id: uuid.UUID, cursor: str | None, total: int | None
+) -> None:
+    """One more batch finished; the fan-out is done when every batch has."""
+    values: dict[str, object] = {"fanout_completed": Campaign.fanout_completed + 1}
+    if cursor:
+        values["fanout_cursor"] = cursor
+    if total is not None:
+        values["fanout_batches"] = total
+    session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.FIRING)
+        .values(**values)
+    )
+    session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status == CampaignStatus.FIRING,
+            Campaign.fanout_batches.is_not(None),
+            Campaign.fanout_completed >= Campaign.fanout_batches,
+        )
+        .values(fanout_done=True, status=CampaignStatus.SENDING)
+    )

@@ -22,19 +22,19 @@ SEND_TIME_CAP = MAX_CAP
 def plan_send_times(
     models: Iterable[Sequence[Any]], now: datetime, cap: timedelta = SEND_TIME_CAP
 ) -> dict[uuid.UUID, datetime]:
-    """``(subscriber_id, histogram, timezone)`` rows → chosen send time per subscriber."""
+    """``(subscriber_id, packed histogram, timezone)`` rows → chosen send time per subscriber."""
     ids: list[uuid.UUID] = []
     rows: list[Any] = []
     zones: list[str] = []
     for subscriber_id, histogram, tz in models:
-        if histogram is None or len(histogram) != BUCKETS:
+        if not histogram or len(histogram) != BUCKETS * 4:
             continue  # a damaged model: send now rather than guess
         ids.append(subscriber_id)
         rows.append(histogram)
         zones.append(tz or "UTC")
     if not ids:
         return {}
-    hist = np.asarray(rows, dtype=np.float64).reshape(len(ids), -1)
+    hist = np.frombuffer(b"".join(rows), dtype="<f4").astype(np.float64).reshape(len(ids), BUCKETS)
     usable = np.isfinite(hist).all(axis=1) & (hist.sum(axis=1) > 0)
     hist = np.where(np.isfinite(hist), hist, 0.0)
     offset_of = {zone: offset_hours(zone, now) for zone in set(zones)}

@@ -85,6 +85,14 @@ class HistoryEvent:
     tz: str | None = None
 
 
+def pack_histogram(hist: Array | Sequence[float]) -> bytes:
+    return np.asarray(hist, dtype="<f4").tobytes()
+
+
+def unpack_histogram(raw: bytes) -> Array:
+    return np.frombuffer(raw, dtype="<f4").astype(np.float64)
+
+
 def parse_history_line(line: str) -> HistoryEvent:
     """One JSON line of history; ValueError names the bad field."""
     try:

@@ -36,6 +36,7 @@ def reset_process_caches() -> None:
     from comms.endpoints import reset_endpoints
     from comms.links import reset_signing_keys
     from comms.ratelimit import reset_client as reset_rate_limiter
+    from comms.sending import reset_caches as reset_delivery_caches
     from comms.settings import reset_settings
 
     reset_settings()
@@ -45,6 +46,7 @@ def reset_process_caches() -> None:
     dispose_engine()
     reset_producer()
     reset_rate_limiter()
+    reset_delivery_caches()
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +97,9 @@ def _close_smtp_pool() -> Iterator[None]:
     """Pooled SMTP connections must not outlive the sink a test started."""
     yield
     from comms.providers.smtp import close_all_connections
+    from comms.sending import reset_caches
 
+    reset_caches()  # a provider config cached for one test must not serve the next
     close_all_connections()
 
 

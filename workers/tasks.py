@@ -64,8 +64,8 @@ def deliver(self: Task[Any, Any], delivery_id: str) -> str:
 
 
 @app.task(name=contract.FANOUT)
-def fanout(campaign_id: str, cursor: str) -> int:
-    report = fanout_batch(uuid.UUID(campaign_id), cursor or None)
+def fanout(campaign_id: str, cursor: str, seq: int = 0) -> int:
+    report = fanout_batch(uuid.UUID(campaign_id), cursor or None, seq=seq)
     return report.inserted
 
 

@@ -15,6 +15,7 @@ from comms.models import Delivery, DeliveryState, SubscriberEngagement
 from comms.sending import now_utc
 from schedulers.fanout import fanout_batch
 from schedulers.planning import plan_send_times
+from schedulers.sendtime import pack_histogram
 from tests.factories import SubscriberFactory, TenantFactory
 
 
@@ -27,7 +28,7 @@ def test_sto_campaign_schedules_each_subscriber_within_24_hours(session: Session
     hist = np.zeros(168)
     hist[[d * 24 + ny_hour for d in range(7)]] = 5.0
     session.add(SubscriberEngagement(subscriber_id=evening.id, tenant_id=tenant.id,
-                                     histogram=hist.tolist(), timezone="America/New_York",
+                                     histogram=pack_histogram(hist), timezone="America/New_York",
                                      evidence=35.0))  # fmt: skip
     campaign = create_campaign(session, tenant.id, name="sto", sender="a@example.com",
                                subject="s", text="t", send_time_optimisation=True)  # fmt: skip
@@ -46,10 +47,13 @@ def test_sto_campaign_schedules_each_subscriber_within_24_hours(session: Session
 def test_damaged_models_are_sent_now() -> None:
     now = now_utc()
     good, short, empty = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    hist = [0.0] * 168
+    hist = np.zeros(168)
     hist[100] = 1.0
-    planned = plan_send_times(
-        [(good, hist, "UTC"), (short, [1.0, 2.0], "UTC"), (empty, [0.0] * 168, None)], now
-    )
+    rows = [
+        (good, pack_histogram(hist), "UTC"),
+        (short, pack_histogram([1.0, 2.0]), "UTC"),
+        (empty, pack_histogram(np.zeros(168)), None),
+    ]
+    planned = plan_send_times(rows, now)
     assert set(planned) == {good}
     assert now <= planned[good] <= now + timedelta(hours=24)
