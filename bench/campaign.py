@@ -65,6 +65,9 @@ def _rss(procs: list[subprocess.Popen[bytes]]) -> int:
     return total
 
 
+WARM_UP = 40
+
+
 def throughput(env: dict[str, str], recipients: int) -> None:
     from comms.campaigns import create_campaign, fire
     from comms.db import unit_of_work
@@ -82,15 +85,25 @@ def throughput(env: dict[str, str], recipients: int) -> None:
                 session, kind="smtp", name="sink", tenant_id=tenant.id,
                 settings={"host": "127.0.0.1", "port": sink.port},
             )  # fmt: skip
-            _subscribers(session, tenant.id, recipients, with_models=False)
-            campaign = create_campaign(
-                session, tenant.id, name="bench", sender="news@example.com",
-                subject="Hello {{ first_name }}", text="Hi {{ first_name }}",
+            _subscribers(session, tenant.id, WARM_UP, with_models=False, tag="warm-up")
+            _subscribers(session, tenant.id, recipients, with_models=False, tag="bench")
+            warm_up, campaign = (
+                create_campaign(
+                    session, tenant.id, name=tag, sender="news@example.com",
+                    subject="Hello {{ first_name }}", text="Hi {{ first_name }}",
+                    tags=[tag],
+                )
+                for tag in ("warm-up", "bench")
             )  # fmt: skip
-            tenant_id, campaign_id = tenant.id, campaign.id
+            tenant_id, warm_up_id, campaign_id = tenant.id, warm_up.id, campaign.id
         procs = _workers(env, "send,fanout", 2, 2)
         try:
-            time.sleep(0)  # workers start while we fire; the clock starts at fire
+            # A small campaign first, so that worker start-up and first connections
+            # are not on the clock: the figure is the steady-state rate.
+            with unit_of_work() as session:
+                fire(session, warm_up_id, tenant_id)
+            handler.wait_for(WARM_UP, timeout=120)
+            handler.received.clear()
             start = time.perf_counter()
             with unit_of_work() as session:
                 fire(session, campaign_id, tenant_id)
@@ -101,13 +114,15 @@ def throughput(env: dict[str, str], recipients: int) -> None:
     rate = handler.count() / elapsed
     print(f"(1) campaign of {recipients} through 2 workers x 2 processes")
     print(f"    plain smtplib loop (baseline)   {base_rate:8.1f} msg/s")
-    print(f"    comms campaign, fire to inbox   {rate:8.1f} msg/s  (incl. worker start-up)")
+    print(f"    comms campaign, fire to inbox   {rate:8.1f} msg/s  (after a warm-up campaign)")
     print(f"    ratio comms / baseline          {rate / base_rate:8.3f}  (target >= 0.6)")
     if not done:
         print("    warning: not every message arrived")
 
 
-def _subscribers(session: object, tenant_id: uuid.UUID, n: int, *, with_models: bool) -> None:
+def _subscribers(
+    session: object, tenant_id: uuid.UUID, n: int, *, with_models: bool, tag: str = "bench"
+) -> None:
     """COPY ``n`` subscribers (and engagement models) in: the set-up, not what is measured."""
     conn = session.connection().connection.dbapi_connection  # type: ignore[attr-defined]
     rng = np.random.default_rng(3)
@@ -115,8 +130,8 @@ def _subscribers(session: object, tenant_id: uuid.UUID, n: int, *, with_models: 
     with conn.cursor() as cur:
         with cur.copy("COPY subscribers (id, tenant_id, email, fields, tags) FROM STDIN") as copy:
             for i, sid in enumerate(ids):
-                copy.write_row((sid, tenant_id, f"r{i:07d}@example.org",
-                                f'{{"first_name": "R{i}"}}', "{}"))  # fmt: skip
+                copy.write_row((sid, tenant_id, f"{tag}{i:07d}@example.org",
+                                f'{{"first_name": "R{i}"}}', f"{{{tag}}}"))  # fmt: skip
         if with_models:
             peaks = rng.integers(0, 168, n)
             zones = ["America/New_York", "Europe/Paris", "Asia/Tokyo", "UTC"]

@@ -9,6 +9,7 @@ settled by another compare-and-set. A worker killed mid-send leaves the row in
 from __future__ import annotations
 
 import enum
+import functools
 import random
 import time
 import uuid
@@ -18,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, String, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from comms import contract
 from comms.crypto import DecryptionError
 from comms.db import after_commit, unit_of_work
-from comms.deliveries import record_event, transition
+from comms.deliveries import record_event, transition, transition_with_event
 from comms.dispatch import publish
 from comms.links import UnsubscribeToken, sign_unsubscribe, unsubscribe_url
 from comms.models import (
@@ -36,6 +37,7 @@ from comms.models import (
     Message,
     ProviderConfig,
     Subscriber,
+    SuppressionEntry,
 )
 from comms.provider_configs import build_provider, no_provider_error, resolve_providers
 from comms.providers import (
@@ -53,7 +55,7 @@ from comms.providers import (
 from comms.ratelimit import RateLimiter
 from comms.rendering import render
 from comms.settings import get_settings
-from comms.suppression import suppression_reason
+from comms.suppression import strongest_reason
 
 log = structlog.get_logger(__name__)
 S = DeliveryState
@@ -162,7 +164,10 @@ def build_outbound(
     channel: Channel,
     content: dict[str, Any],
     intro: str | None = None,
+    *,
+    fields: dict[str, Any] | None = None,
 ) -> Outbound:
+    """The provider-neutral message for one delivery (``fields``: the subscriber's, if read)."""
     if channel is Channel.SMS:
         return OutboundSms(
             delivery_id=row.id,
@@ -185,7 +190,10 @@ def build_outbound(
             f"<{link}>, <mailto:unsubscribe@{domain}?subject=unsubscribe-{token}>"
         )
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        fields = session.scalar(select(Subscriber.fields).where(Subscriber.id == row.subscriber_id))
+        if fields is None:
+            fields = session.scalar(
+                select(Subscriber.fields).where(Subscriber.id == row.subscriber_id)
+            )
         values = {
             **(fields or {}),
             "email": row.recipient,
@@ -240,44 +248,88 @@ def rate_of(config: ProviderConfig) -> tuple[float, float] | None:
     return float(rate), float(burst)
 
 
+@functools.cache
+def _claim_statement() -> Select[Any]:
+    """One round trip: claim the row and read everything the send needs with it.
+
+    A data-modifying CTE runs exactly once and on its own is atomic, so the claim
+    keeps its compare-and-set meaning; the campaign, the subscriber's merge fields
+    and any suppression reasons are joined to the claimed row in the same statement.
+    Built once (parameters ``delivery_id`` and ``lease_until``) and reused.
+    """
+    columns = Delivery.__table__.c
+    claimed = (
+        update(Delivery)
+        .where(
+            Delivery.id == bindparam("delivery_id", type_=columns.id.type),
+            Delivery.state == S.PENDING,
+        )
+        .values(
+            state=S.SENDING,
+            attempts=Delivery.attempts + 1,
+            updated_at=func.now(),
+            lease_until=bindparam("lease_until", type_=columns.lease_until.type),
+        )
+        .returning(
+            Delivery.id, Delivery.tenant_id, Delivery.message_id, Delivery.recipient,
+            Delivery.campaign_id, Delivery.subscriber_id, Delivery.failover_index,
+            Delivery.attempts,
+        )
+        .cte("claimed")
+    )  # fmt: skip
+    reasons = (
+        select(func.array_agg(SuppressionEntry.reason.cast(String)))
+        .where(
+            SuppressionEntry.address == func.lower(claimed.c.recipient),
+            or_(
+                SuppressionEntry.tenant_id == claimed.c.tenant_id,
+                SuppressionEntry.tenant_id.is_(None),
+            ),
+        )
+        .scalar_subquery()
+    )
+    return select(
+        claimed,
+        Campaign.status.label("campaign_status"),
+        Campaign.fallback_intro,
+        Subscriber.fields.label("subscriber_fields"),
+        reasons.label("suppressed_for"),
+    ).select_from(
+        claimed.outerjoin(Campaign, Campaign.id == claimed.c.campaign_id).outerjoin(
+            Subscriber, Subscriber.id == claimed.c.subscriber_id
+        )
+    )
+
+
 def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
     settings = get_settings()
     with unit_of_work() as session:
+        lease_until = now_utc() + timedelta(seconds=settings.send_lease_seconds)
         found = session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.state == S.PENDING)
-            .values(
-                state=S.SENDING,
-                attempts=Delivery.attempts + 1,
-                updated_at=func.now(),
-                lease_until=now_utc() + timedelta(seconds=settings.send_lease_seconds),
-            )
-            .returning(
-                Delivery.id, Delivery.tenant_id, Delivery.message_id, Delivery.recipient,
-                Delivery.campaign_id, Delivery.subscriber_id, Delivery.failover_index,
-                Delivery.attempts,
-            )
-            .execution_options(synchronize_session=False)
-        ).first()  # fmt: skip
+            _claim_statement(), {"delivery_id": delivery_id, "lease_until": lease_until}
+        ).first()
         if found is None:
             return DeliverResult(Outcome.SKIPPED, "not pending (already claimed or settled)")
-        row = ClaimedRow(**found._asdict())
+        row = ClaimedRow(
+            id=found.id,
+            tenant_id=found.tenant_id,
+            message_id=found.message_id,
+            recipient=found.recipient,
+            campaign_id=found.campaign_id,
+            subscriber_id=found.subscriber_id,
+            failover_index=found.failover_index,
+            attempts=found.attempts,
+        )
         channel, content = _message(session, row.message_id)
 
         intro = None
         if row.campaign_id is not None:
-            status, intro = session.execute(
-                select(Campaign.status, Campaign.fallback_intro).where(
-                    Campaign.id == row.campaign_id
-                )
-            ).one()
-            held = _held_by_campaign(session, row, status)
+            intro = found.fallback_intro
+            held = _held_by_campaign(session, row, found.campaign_status)
             if held is not None:
                 return held
 
-        reason = suppression_reason(
-            session, row.tenant_id, row.recipient, transactional=row.campaign_id is None
-        )
+        reason = strongest_reason(found.suppressed_for or [], transactional=row.campaign_id is None)
         if reason is not None:
             transition(session, row.id, [S.SENDING], S.SUPPRESSED, last_error=reason.value)
             record_event(session, row.tenant_id, row.id, "suppressed", {"reason": reason.value})
@@ -299,7 +351,9 @@ def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
             config_id=config.id,
             provider_kind=config.kind,
             provider=provider,
-            outbound=build_outbound(session, row, channel, content, intro),
+            outbound=build_outbound(
+                session, row, channel, content, intro, fields=found.subscriber_fields
+            ),
             providers_in_list=len(entries),
             rate=rate_of(config),
         )
@@ -356,11 +410,13 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
         return _settle_error(claim, exc)
 
     with unit_of_work() as session:
-        moved = transition(
+        moved = transition_with_event(
             session,
             delivery_id,
             [S.SENDING],
             S.SENT,
+            "sent",
+            {"provider": claim.provider.name, "provider_message_id": result.provider_message_id},
             provider_message_id=result.provider_message_id,
             provider_config_id=claim.config_id,
             provider=claim.provider_kind,
@@ -368,12 +424,6 @@ def deliver(delivery_id: uuid.UUID) -> DeliverResult:
             lease_until=None,
             last_error=None,
         )
-        if moved:
-            data = {
-                "provider": claim.provider.name,
-                "provider_message_id": result.provider_message_id,
-            }
-            record_event(session, claim.row.tenant_id, delivery_id, "sent", data)
     if not moved:
         log.warning("deliver.settled_late", detail="lease expired before the send was recorded")
     log.info("deliver.sent", provider=claim.provider.name)
@@ -416,10 +466,9 @@ def _settle_error(claim: Claim, exc: ProviderError) -> DeliverResult:
             detail = f"configuration: {exc.reason}"
         else:
             detail = exc.reason
-        failed = transition(
-            session, row.id, [S.SENDING], S.FAILED, last_error=detail, lease_until=None, **tried
-        )
-        if failed:
-            record_event(session, row.tenant_id, row.id, "failed", {"reason": detail, "kind": kind})
+        transition_with_event(
+            session, row.id, [S.SENDING], S.FAILED, "failed", {"reason": detail, "kind": kind},
+            last_error=detail, lease_until=None, **tried,
+        )  # fmt: skip
         log.warning("deliver.failed", reason=detail)
         return DeliverResult(Outcome.FAILED, detail)

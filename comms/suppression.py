@@ -8,7 +8,7 @@ newsletter) but never ``hard_bounce``, ``complaint`` or ``manual`` ones.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert
@@ -34,10 +34,18 @@ def suppression_reason(
             )
         )
     )
+    return strongest_reason(reasons, transactional=transactional)
+
+
+def strongest_reason(
+    reasons: Iterable[str], *, transactional: bool = False
+) -> SuppressionReason | None:
+    """The reason that wins among an address's entries; transactional mail ignores some."""
+    found = {SuppressionReason(r) for r in reasons}
     if transactional:
-        reasons -= TRANSACTIONAL_IGNORES
+        found -= TRANSACTIONAL_IGNORES
     for reason in SuppressionReason:  # a stable order: the strongest reason first
-        if reason in reasons:
+        if reason in found:
             return reason
     return None
 

@@ -216,3 +216,43 @@ def test_settings_are_checked() -> None:
         SmtpProvider({})
     with pytest.raises(ConfigurationError, match="'tls' must be"):
         SmtpProvider({"host": "h", "tls": "sometimes"})
+
+
+def test_non_ascii_headers_are_encoded_and_bodies_survive_a_round_trip() -> None:
+    import dataclasses
+    import email
+    from email import policy
+
+    from comms.providers.smtp import build_mime
+
+    link = "https://example.com/u/" + "t" * 300
+    outbound = dataclasses.replace(
+        _email(),
+        sender="Zoë Müller <news@example.com>",
+        subject="Grüße aus Köln " + "x" * 90,
+        text="Hallo Zoë\n" + "y" * 1200,
+        html="<p>Grüße</p>",
+        headers={"List-Unsubscribe": f"<{link}>"},
+    )
+    raw = build_mime(outbound).as_bytes()
+    assert raw.isascii()  # 7-bit clean: encoded words and quoted-printable
+    assert max(len(line) for line in raw.splitlines()) <= 998
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    assert str(parsed["Subject"]) == outbound.subject
+    assert parsed["From"].addresses[0].display_name == "Zoë Müller"
+    assert link in str(parsed["List-Unsubscribe"])
+    plain = parsed.get_body(("plain",))
+    html = parsed.get_body(("html",))
+    assert plain is not None and plain.get_content() == outbound.text
+    assert html is not None and html.get_content() == outbound.html
+
+
+@pytest.mark.parametrize("field", ["subject", "sender", "reply_to"])
+def test_a_line_break_in_a_header_is_refused_not_injected(field: str) -> None:
+    import dataclasses
+
+    from comms.providers.smtp import build_mime
+
+    outbound = dataclasses.replace(_email(), **{field: "Hi\r\nBcc: victim@example.org"})
+    with pytest.raises(PermanentError, match="line break"):
+        build_mime(outbound)
