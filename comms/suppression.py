@@ -8,7 +8,7 @@ newsletter) but never ``hard_bounce``, ``complaint`` or ``manual`` ones.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert
@@ -48,19 +48,6 @@ def strongest_reason(
         if reason in found:
             return reason
     return None
-
-
-def suppressed_addresses(
-    session: Session, tenant_id: uuid.UUID, addresses: Sequence[str]
-) -> set[str]:
-    """The subset of ``addresses`` (lower-cased) a campaign must skip."""
-    lowered = [a.lower() for a in addresses]
-    rows = session.scalars(
-        select(SuppressionEntry.address).where(
-            SuppressionEntry.address.in_(lowered), _applies(tenant_id)
-        )
-    )
-    return set(rows)
 
 
 def suppress(

@@ -21,17 +21,23 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Select, exists, func, null, or_, text, update
 from sqlalchemy.orm import Session
 
 from comms import contract
 from comms.campaigns import audience_query
 from comms.db import after_commit, unit_of_work
 from comms.dispatch import publish, publish_many, queue_depth
-from comms.models import Campaign, CampaignStatus, Subscriber, SubscriberEngagement
+from comms.models import (
+    Campaign,
+    CampaignStatus,
+    Subscriber,
+    SubscriberEngagement,
+    SuppressionEntry,
+)
 from comms.settings import get_settings
-from comms.suppression import suppressed_addresses
 from schedulers.planning import plan_send_times
 
 BATCH_SIZE = 1000
@@ -42,11 +48,11 @@ _INSERT = text("""
 INSERT INTO deliveries (id, tenant_id, message_id, recipient, campaign_id, subscriber_id,
                         state, due_at, last_error, attempts, failover_index,
                         created_at, updated_at)
-SELECT d.id, :tenant_id, :message_id, d.recipient, :campaign_id, d.subscriber_id,
+SELECT gen_random_uuid(), :tenant_id, :message_id, d.recipient, :campaign_id, d.subscriber_id,
        d.state::delivery_state, d.due_at, d.last_error, 0, 0, now(), now()
-FROM unnest(CAST(:ids AS uuid[]), CAST(:recipients AS text[]), CAST(:subscribers AS uuid[]),
+FROM unnest(CAST(:recipients AS text[]), CAST(:subscribers AS uuid[]),
             CAST(:states AS text[]), CAST(:due AS timestamptz[]), CAST(:errors AS text[]))
-     AS d(id, recipient, subscriber_id, state, due_at, last_error)
+     AS d(recipient, subscriber_id, state, due_at, last_error)
 ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
 RETURNING id, state::text
 """)
@@ -75,10 +81,7 @@ def fanout_batch(
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status is not CampaignStatus.FIRING:
             return FanoutReport(0, 0, 0, None)  # paused or cancelled: resume publishes again
-        query = audience_query(campaign).order_by(Subscriber.id).limit(batch_size)
-        if cursor:
-            query = query.where(Subscriber.id > uuid.UUID(cursor))
-        batch = session.execute(query).all()
+        batch = session.execute(_page_query(campaign, cursor, batch_size)).all()
         next_cursor = str(batch[-1].id) if len(batch) == batch_size else None
         # hand the next page to another worker before doing this one (pipelining)
         if next_cursor:
@@ -87,18 +90,12 @@ def fanout_batch(
             campaign.send_time_optimisation
         )  # fmt: skip
 
+    due: dict[uuid.UUID, datetime] = {}
+    if sto and batch:
+        due = plan_send_times(
+            ((r.id, r.histogram, r.timezone) for r in batch if r.histogram is not None), now
+        )
     with unit_of_work() as session:
-        suppressed = suppressed_addresses(session, tenant_id, [r.email for r in batch])
-        due: dict[uuid.UUID, datetime] = {}
-        if sto and batch:
-            models = session.execute(
-                select(
-                    SubscriberEngagement.subscriber_id,
-                    SubscriberEngagement.histogram,
-                    SubscriberEngagement.timezone,
-                ).where(SubscriberEngagement.subscriber_id.in_([r.id for r in batch]))
-            ).all()
-            due = plan_send_times(models, now)
         depth = send_queue_depth if send_queue_depth is not None else queue_depth("send")
         queue_full = depth >= get_settings().max_queue_depth
 
@@ -107,7 +104,7 @@ def fanout_batch(
         errors: list[str | None] = []
         for r in batch:
             at = due.get(r.id, now)
-            if r.email.lower() in suppressed:
+            if r.suppressed:
                 state, when, error = "suppressed", None, "suppressed"
             elif at - now > PUBLISH_NOW_WITHIN or queue_full:
                 state, when, error = "scheduled", at, None
@@ -121,7 +118,7 @@ def fanout_batch(
                 _INSERT,
                 {
                     "tenant_id": tenant_id, "message_id": message_id, "campaign_id": campaign_id,
-                    "ids": [uuid.uuid4() for _ in batch], "recipients": [r.email for r in batch],
+                    "recipients": [r.email for r in batch],
                     "subscribers": [r.id for r in batch], "states": states, "due": due_at,
                     "errors": errors,
                 },
@@ -145,6 +142,35 @@ def fanout_batch(
             scheduled=states_in.count("scheduled"),
             next_cursor=next_cursor,
         )
+
+
+def _page_query(campaign: Campaign, cursor: str | None, batch_size: int) -> Select[Any]:
+    """One page of the audience in subscriber-id order, in a single statement.
+
+    Each row carries whether the address is suppressed (for this tenant or
+    platform-wide) and, with send-time optimisation, the subscriber's model.
+    """
+    suppressed = (
+        exists()
+        .where(
+            SuppressionEntry.address == func.lower(Subscriber.email),
+            or_(
+                SuppressionEntry.tenant_id == campaign.tenant_id,
+                SuppressionEntry.tenant_id.is_(None),
+            ),
+        )
+        .label("suppressed")
+    )
+    query = audience_query(campaign).add_columns(suppressed)
+    if campaign.send_time_optimisation:
+        query = query.outerjoin(
+            SubscriberEngagement, SubscriberEngagement.subscriber_id == Subscriber.id
+        ).add_columns(SubscriberEngagement.histogram, SubscriberEngagement.timezone)
+    else:
+        query = query.add_columns(null().label("histogram"), null().label("timezone"))
+    if cursor:
+        query = query.where(Subscriber.id > uuid.UUID(cursor))
+    return query.order_by(Subscriber.id).limit(batch_size)
 
 
 def _count_batch(

@@ -22,12 +22,12 @@ bucket. The traps it handles:
   evidence by an hour; accepted).
 - No data at all: send now.
 - Waves: the chosen hour gets a deterministic per-subscriber jitter of up to
-  15 minutes, and ``spread_for_rate`` moves sends later so no second holds
-  more than the provider's rate.
+  ``JITTER_MINUTES``, and ``spread_for_rate`` moves sends later so that no
+  second holds more than the provider's rate.
 
-The choice maximises the expected chance of an open in the hours after arrival
-(a 12-hour window weighted by exp(-k/3)), over start times in [now, now + cap],
-cap at most 24 hours; ties go to the earliest.
+The choice maximises the expected chance of an open in the 24 hours after
+arrival (weighted by exp(-k/6), ``WINDOW``), over start times in
+[now, now + cap], cap at most 24 hours; ties go to the earliest.
 """
 
 from __future__ import annotations
@@ -288,12 +288,17 @@ def _daily(engagement: Array, exposure: Array, prior: Array) -> Array:
     return out
 
 
-def _scores(rates: Array) -> Array:
-    """Expected open chance for arrival at each local bucket (window after arrival)."""
-    score = np.zeros_like(rates)
-    for k, w in enumerate(WINDOW):
-        score += w * np.roll(rates, -k, axis=-1)
-    return score
+def _scores_at(rates: Array, buckets: NDArray[np.int64]) -> Array:
+    """Expected open chance for arrival at each given local bucket (window after arrival).
+
+    ``rates`` is (n, 168), ``buckets`` (n, m): only the m candidate buckets are
+    scored, each as the window-weighted sum of the rates that follow it.
+    """
+    width = len(WINDOW)
+    extended = np.concatenate([rates, rates[:, : width - 1]], axis=1)  # wrap the week
+    windows = np.lib.stride_tricks.sliding_window_view(extended, width, axis=1)  # (n, 168, w)
+    rows = np.arange(len(rates))[:, None]
+    return np.asarray(windows[rows, buckets] @ WINDOW)
 
 
 def choose_hours(
@@ -304,7 +309,7 @@ def choose_hours(
     start = (_utc_bucket(np.asarray([now.timestamp()]))[0] + offsets) % BUCKETS
     steps = np.arange(horizon + 1)
     buckets = (start[:, None] + steps[None, :]) % BUCKETS
-    scores = np.take_along_axis(_scores(rates), buckets, axis=1)
+    scores = _scores_at(rates, buckets)
     return np.asarray(np.argmax(scores, axis=1), dtype=np.int64)  # first max: the earliest
 
 
