@@ -36,6 +36,8 @@ bench: install ## Benchmarks (print figures; never fail on timing)
 	$(BIN)/python bench/smtp_throughput.py
 	$(BIN)/python bench/rate_limit.py
 	$(BIN)/python bench/sendtime_sim.py
+	$(BIN)/python bench/inbound.py
+	$(BIN)/python bench/campaign.py
 
 up: install ## Start the embedded PostgreSQL and Redis and migrate
 	$(BIN)/comms dev up

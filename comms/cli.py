@@ -675,6 +675,253 @@ def sendtime_predict(history: Any, now_text: str, cap_hours: float) -> None:
 
 
 # -- processes ---------------------------------------------------------------
+@main.group()
+def inbound() -> None:
+    """Replies: the SMTP listener, the parser, reply domains and consumers."""
+
+
+@inbound.command("serve")
+@click.option("--host", default=None, help="Default: COMMS_INBOUND_HOST")
+@click.option("--port", type=int, default=None, help="Default: COMMS_INBOUND_PORT")
+def inbound_serve(host: str | None, port: int | None) -> None:
+    """Run the SMTP listener for reply+TOKEN@<reply domain> until stopped."""
+    import signal
+    import threading
+
+    from comms.inbound.store import get_store
+    from comms.settings import get_settings
+    from workers.listener import ReplyListener, reconcile
+
+    settings = get_settings()
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["inbound_host"] = host
+    if port is not None:
+        overrides["inbound_port"] = port
+    settings = settings.model_copy(update=overrides)
+    store = get_store()
+    republished = reconcile(store)
+    listener = ReplyListener(settings, store)
+    listener.start()
+    click.echo(
+        f"listening on {settings.inbound_host}:{listener.bound_port}"
+        f" ({republished} stored message(s) republished)"
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    listener.stop()
+
+
+@inbound.command("parse")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, default=True, help="One JSON object per file")
+def inbound_parse(paths: tuple[str, ...], as_json: bool) -> None:
+    """Parse raw messages (.eml) as the threading task would, one JSON line per file."""
+    from pathlib import Path
+
+    from comms.inbound.parser import parse_message
+
+    for path in paths:
+        parsed = parse_message(Path(path).read_bytes())
+        click.echo(json.dumps({"file": path, **parsed.to_json()}, ensure_ascii=False))
+
+
+@inbound.command("domain")
+@click.argument("domain")
+@click.option("--tenant", "tenant_id", required=True)
+def inbound_domain(domain: str, tenant_id: str) -> None:
+    """Accept replies for the tenant at reply+TOKEN@DOMAIN (point its MX at the listener)."""
+    from comms.db import unit_of_work
+    from comms.inbound.replies import InboundSettingError, set_reply_domain
+
+    try:
+        with unit_of_work() as session:
+            set_reply_domain(session, _uuid(tenant_id, "--tenant"), domain)
+    except InboundSettingError as exc:
+        _fail(str(exc))
+    click.echo(f"replies for tenant {tenant_id} arrive at reply+TOKEN@{domain.lower()}")
+
+
+@inbound.command("consumer")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--url", required=True, help="Where each threaded reply is POSTed")
+def inbound_consumer(tenant_id: str, url: str) -> None:
+    """Set the tenant's reply consumer; prints the secret its signatures verify with."""
+    from comms.db import unit_of_work
+    from comms.inbound.replies import InboundSettingError, consumer_secret, set_consumer
+
+    tid = _uuid(tenant_id, "--tenant")
+    try:
+        with unit_of_work() as session:
+            released = set_consumer(session, tid, url)
+    except InboundSettingError as exc:
+        _fail(str(exc))
+    click.echo(f"consumer set; {released} held repl(ies) will be forwarded")
+    click.echo(
+        f"signing secret (Comms-Signature, like the webhook provider): {consumer_secret(tid)}"
+    )
+
+
+@inbound.command("replies")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--kind", type=click.Choice(["reply", "auto_reply", "bounce", "spam"]))
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def inbound_replies(tenant_id: str, kind: str | None, limit: int) -> None:
+    """The tenant's latest inbound messages, one JSON line each."""
+    from comms.db import unit_of_work
+    from comms.inbound.replies import list_replies, reply_view
+
+    with unit_of_work() as session:
+        for reply in list_replies(session, _uuid(tenant_id, "--tenant"), kind=kind, limit=limit):
+            click.echo(json.dumps(reply_view(reply), ensure_ascii=False))
+
+
+@main.group()
+def domain() -> None:
+    """Sending domains as code: add, records, publish, check, drift."""
+
+
+def _domain(session: Any, domain_id: str, tenant_id: str | None) -> Any:
+    from comms.models import Domain
+
+    row = session.get(Domain, _uuid(domain_id, "ID"))
+    if row is None or (tenant_id and str(row.tenant_id) != tenant_id):
+        _fail(f"no domain {domain_id}")
+    return row
+
+
+@domain.command("add")
+@click.argument("name")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--dns", "dns_kind", help="cloudflare|route53|rfc2136|manual (default: from NS)")
+@click.option("--set", "pairs", multiple=True, help="DNS provider setting KEY=VALUE")
+@click.option("--region", help="SES region (default: COMMS_DOMAIN_SES_REGION)")
+def domain_add(
+    name: str, tenant_id: str, dns_kind: str | None, pairs: tuple[str, ...], region: str | None
+) -> None:
+    """Create the SES identity and the expected records for NAME; prints its id."""
+    from comms.db import unit_of_work
+    from comms.domains.dns import DnsError
+    from comms.domains.service import DomainError, add_domain, view
+
+    try:
+        with unit_of_work() as session:
+            row = add_domain(
+                session, _uuid(tenant_id, "--tenant"), name, dns_provider=dns_kind,
+                dns_settings=_settings_pairs(pairs), region=region,
+            )  # fmt: skip
+            shown = view(row)
+    except (DomainError, DnsError) as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(shown, indent=2))
+
+
+@domain.command("records")
+@click.argument("domain_id", metavar="ID")
+@click.option("--format", "fmt", type=click.Choice(["table", "zone", "json"]), default="table")
+@click.option("--tenant", "tenant_id")
+def domain_records(domain_id: str, fmt: str, tenant_id: str | None) -> None:
+    """The records the domain needs, for publishing by hand."""
+    from comms.db import unit_of_work
+    from comms.domains.records import render
+    from comms.domains.service import records_for
+
+    with unit_of_work() as session:
+        click.echo(render(records_for(_domain(session, domain_id, tenant_id)), fmt))
+
+
+@domain.command("publish")
+@click.argument("domain_id", metavar="ID")
+@click.option("--tenant", "tenant_id")
+def domain_publish(domain_id: str, tenant_id: str | None) -> None:
+    """Create the records through the domain's DNS provider (ours only, idempotent)."""
+    from comms.db import unit_of_work
+    from comms.domains.dns import DnsError
+    from comms.domains.service import publish
+
+    try:
+        with unit_of_work() as session:
+            report = publish(session, _domain(session, domain_id, tenant_id))
+    except DnsError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(report.to_json(), indent=2))
+
+
+@domain.command("check")
+@click.argument("domain_id", metavar="ID")
+@click.option("--tenant", "tenant_id")
+def domain_check(domain_id: str, tenant_id: str | None) -> None:
+    """Query live DNS and SES, move the state, advise."""
+    from comms.db import unit_of_work
+    from comms.domains.dns import DnsError
+    from comms.domains.service import check
+
+    try:
+        with unit_of_work() as session:
+            report = check(session, _domain(session, domain_id, tenant_id))
+    except DnsError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(report.to_json(), indent=2))
+
+
+@domain.command("drift")
+@click.argument("domain_id", metavar="ID", required=False)
+@click.option("--tenant", "tenant_id")
+def domain_drift(domain_id: str | None, tenant_id: str | None) -> None:
+    """Run the drift check now (one domain, or every verified one as beat does)."""
+    from comms.db import unit_of_work
+    from comms.domains.service import drift, drift_all
+
+    if domain_id is None:
+        for report in drift_all():
+            click.echo(json.dumps(report.to_json()))
+        return
+    with unit_of_work() as session:
+        row = _domain(session, domain_id, tenant_id)
+        click.echo(json.dumps(drift(session, row).to_json(), indent=2))
+
+
+@domain.command("notify")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--url", required=True, help="Where domain notices (drift, paused sync) are POSTed")
+def domain_notify(tenant_id: str, url: str) -> None:
+    """Set the tenant's notify URL; prints the secret its signatures verify with."""
+    from comms.db import unit_of_work
+    from comms.domains.service import notify_secret
+    from comms.models import Tenant
+
+    tid = _uuid(tenant_id, "--tenant")
+    if not url.startswith(("http://", "https://")):
+        _fail("the notify URL must be an http(s) URL")
+    with unit_of_work() as session:
+        tenant = session.get(Tenant, tid)
+        if tenant is None:
+            _fail(f"no tenant {tenant_id}")
+        tenant.notify_url = url
+    click.echo(f"signing secret (Comms-Signature): {notify_secret(tid)}")
+
+
+@domain.command("dns")
+@click.argument("domain_id", metavar="ID")
+@click.argument("kind")
+@click.option("--set", "pairs", multiple=True, help="Setting KEY=VALUE (secrets are sealed)")
+@click.option("--tenant", "tenant_id")
+def domain_dns(domain_id: str, kind: str, pairs: tuple[str, ...], tenant_id: str | None) -> None:
+    """Save new DNS provider credentials (resumes a paused sync)."""
+    from comms.db import unit_of_work
+    from comms.domains.dns import DnsError
+    from comms.domains.service import DomainError, set_dns
+
+    try:
+        with unit_of_work() as session:
+            set_dns(session, _domain(session, domain_id, tenant_id), kind, _settings_pairs(pairs))
+    except (DomainError, DnsError) as exc:
+        _fail(str(exc))
+    click.echo("saved; DNS sync resumes on the next publish or drift run")
+
+
 def _exec_celery(args: list[str]) -> NoReturn:
     # resolve the embedded stack once here so every forked process shares the same URLs
     from comms.endpoints import get_endpoints

@@ -24,6 +24,9 @@ DELIVER: Final = "comms.deliver"
 FANOUT: Final = "comms.fanout"
 SWEEP: Final = "comms.sweep"
 ENGAGEMENT: Final = "comms.engagement"
+INBOUND: Final = "comms.inbound"
+FORWARD_REPLY: Final = "comms.forward_reply"
+DOMAIN_DRIFT: Final = "comms.domain_drift"
 
 QUEUES: Final = ("send", "fanout", "events", "inbound", "scheduled")
 
@@ -34,6 +37,9 @@ ROUTES: Final[dict[str, str]] = {
     FANOUT: "fanout",
     SWEEP: "scheduled",
     ENGAGEMENT: "events",
+    INBOUND: "inbound",
+    FORWARD_REPLY: "inbound",
+    DOMAIN_DRIFT: "scheduled",
 }
 
 

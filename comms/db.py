@@ -75,8 +75,12 @@ def unit_of_work() -> Iterator[Session]:
 
 def migrate(revision: str = "head") -> None:
     """Bring the schema to ``revision`` through Alembic."""
+    import logging
+
     from alembic import command
     from alembic.config import Config
+
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up chatter
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))

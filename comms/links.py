@@ -92,3 +92,44 @@ def verify_unsubscribe(text: str) -> UnsubscribeToken:
 
 def unsubscribe_url(token: str) -> str:
     return f"{get_settings().public_base_url.rstrip('/')}/u/{token}"
+
+
+# -- reply addresses (ARCHITECTURE.md decision 8) --------------------------------
+#: bytes of HMAC kept in a reply token: 80 bits, checked at RCPT before any data
+REPLY_MAC_BYTES = 10
+
+
+def _reply_mac(key: bytes, delivery_id: uuid.UUID) -> bytes:
+    return hmac.new(key, b"reply|" + delivery_id.bytes, hashlib.sha256).digest()[:REPLY_MAC_BYTES]
+
+
+def sign_reply(delivery_id: uuid.UUID) -> str:
+    """The token of ``reply+TOKEN@``: the delivery id and a truncated HMAC, lower-case base32.
+
+    Lower case and no padding because mail systems may fold the case of a local
+    part; 42 characters, so ``reply+TOKEN`` fits the 64-character local-part limit.
+    """
+    kid, keys = signing_keys()
+    raw = delivery_id.bytes + _reply_mac(keys[kid], delivery_id)
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def verify_reply(token: str) -> uuid.UUID:
+    """The delivery id a reply token names; BadToken if it is malformed or forged."""
+    text = token.strip().upper()
+    try:
+        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+    except (binascii.Error, ValueError):
+        raise BadToken("malformed reply token") from None
+    if len(raw) != 16 + REPLY_MAC_BYTES:
+        raise BadToken("malformed reply token")
+    delivery_id = uuid.UUID(bytes=raw[:16])
+    _, keys = signing_keys()
+    # any key of the ring verifies, so replies to mail sent before a rotation still arrive
+    if not any(hmac.compare_digest(_reply_mac(k, delivery_id), raw[16:]) for k in keys.values()):
+        raise BadToken("reply token does not verify")
+    return delivery_id
+
+
+def reply_address(delivery_id: uuid.UUID, domain: str) -> str:
+    return f"reply+{sign_reply(delivery_id)}@{domain}"

@@ -94,6 +94,12 @@ class Tenant(Base):
     id: Mapped[UUIDPk]
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[Created]
+    #: where replies to this tenant's campaign mail arrive: ``reply+TOKEN@<reply_domain>``
+    reply_domain: Mapped[str | None] = mapped_column(String(253), nullable=True, unique=True)
+    #: the contact-intelligence consumer that gets each reply (signed POST); None holds them
+    reply_consumer_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    #: where notices about the tenant's domains (drift, paused DNS sync) are POSTed, signed
+    notify_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
 
 class ApiKey(Base):
@@ -302,3 +308,88 @@ class SuppressionEntry(Base):
     )
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[Created]
+
+
+class InboundReply(Base):
+    """A message that arrived at a ``reply+TOKEN@`` address, threaded to what it answers."""
+
+    __tablename__ = "inbound_replies"
+    __table_args__ = (
+        Index(
+            "ix_inbound_replies_forward_due",
+            "next_forward_at",
+            postgresql_where=text("forwarded_at IS NULL AND threaded_at IS NOT NULL"),
+        ),
+        Index("ix_inbound_replies_tenant_keyset", "tenant_id", "received_at", "id"),
+    )
+
+    id: Mapped[UUIDPk]
+    tenant_id: Mapped[TenantFk]
+    #: the stored raw message; the row is written once per stored message
+    raw_key: Mapped[str] = mapped_column(String(300), unique=True)
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    subscriber_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # reply | auto_reply | bounce | spam
+    from_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message_id_header: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dkim: Mapped[str] = mapped_column(String(16), default="none")
+    spf: Mapped[str] = mapped_column(String(16), default="none")
+    dmarc: Mapped[str] = mapped_column(String(16), default="none")
+    spam_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    auto_reply: Mapped[bool] = mapped_column(Boolean, default=False)
+    details: Mapped[Json]
+    received_at: Mapped[Created]
+    threaded_at: Mapped[Timestamp]
+    forwarded_at: Mapped[Timestamp]
+    forward_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_forward_at: Mapped[Timestamp]
+    last_forward_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DomainState(enum.StrEnum):
+    PENDING = "pending"
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    DRIFTED = "drifted"
+
+
+class Domain(Base):
+    """A tenant's sending domain (and its ``news.`` reply subdomain), kept as code."""
+
+    __tablename__ = "domains"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[UUIDPk]
+    tenant_id: Mapped[TenantFk]
+    #: ASCII (punycode) form, lower case, no trailing dot
+    name: Mapped[str] = mapped_column(String(253), index=True)
+    region: Mapped[str] = mapped_column(String(32))
+    state: Mapped[DomainState] = mapped_column(
+        _enum(DomainState, "domain_state"), default=DomainState.PENDING
+    )
+    #: the tenant's proof of control, published as _comms-challenge TXT
+    challenge: Mapped[str] = mapped_column(String(64))
+    dkim_tokens: Mapped[list[str]] = mapped_column(ARRAY(String(128)), default=list)
+    dns_provider: Mapped[str] = mapped_column(String(32), default="manual")
+    dns_settings: Mapped[Json]
+    dns_secrets: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    #: why DNS sync is paused (a revoked or under-scoped token); None when it runs
+    sync_paused: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the records we created at the DNS provider: the only ones we change or delete
+    published: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    findings: Mapped[Json]
+    checked_at: Mapped[Timestamp]
+    verified_at: Mapped[Timestamp]
+    created_at: Mapped[Created]
+    updated_at: Mapped[Created]

@@ -68,6 +68,22 @@ return tostring(factor)
 """
 
 
+_TRY_TAKE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]), tonumber(b[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local taken = 0
+if tokens >= 1 then tokens = tokens - 1; taken = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return taken
+"""
+
+
 @dataclass(frozen=True)
 class Grant:
     """``wait`` 0: send now. Otherwise come back in ``wait`` seconds (a retry slot)."""
@@ -91,6 +107,12 @@ class RateLimiter:
         self.redis = client or _client()
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._slow_down = self.redis.register_script(_SLOW_DOWN)
+        self._try_take = self.redis.register_script(_TRY_TAKE)
+
+    def try_take(self, key: str, rate: float, burst: float) -> bool:
+        """A token from the bucket ``key`` now, or False (no reservation: the caller refuses)."""
+        taken = self._try_take(keys=[f"comms:rl:{key}"], args=[rate, max(burst, 1.0)])
+        return bool(int(taken))
 
     @staticmethod
     def bucket_key(config_id: uuid.UUID) -> str:

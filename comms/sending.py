@@ -27,7 +27,7 @@ from comms.crypto import DecryptionError
 from comms.db import after_commit, unit_of_work
 from comms.deliveries import record_event, transition, transition_with_event
 from comms.dispatch import publish
-from comms.links import UnsubscribeToken, sign_unsubscribe, unsubscribe_url
+from comms.links import UnsubscribeToken, reply_address, sign_unsubscribe, unsubscribe_url
 from comms.models import (
     Campaign,
     CampaignStatus,
@@ -38,6 +38,7 @@ from comms.models import (
     ProviderConfig,
     Subscriber,
     SuppressionEntry,
+    Tenant,
 )
 from comms.provider_configs import build_provider, no_provider_error, resolve_providers
 from comms.providers import (
@@ -166,8 +167,15 @@ def build_outbound(
     intro: str | None = None,
     *,
     fields: dict[str, Any] | None = None,
+    reply_domain: str | None = None,
 ) -> Outbound:
-    """The provider-neutral message for one delivery (``fields``: the subscriber's, if read)."""
+    """The provider-neutral message for one delivery.
+
+    ``fields`` are the subscriber's merge fields when the caller already read
+    them; ``reply_domain`` the tenant's, so that replies to campaign mail come
+    back to ``reply+TOKEN@reply_domain`` and are threaded to this delivery.
+    """
+    reply_to = content.get("reply_to")
     if channel is Channel.SMS:
         return OutboundSms(
             delivery_id=row.id,
@@ -190,6 +198,8 @@ def build_outbound(
             f"<{link}>, <mailto:unsubscribe@{domain}?subject=unsubscribe-{token}>"
         )
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if reply_domain:
+            reply_to = reply_address(row.id, reply_domain)
         if fields is None:
             fields = session.scalar(
                 select(Subscriber.fields).where(Subscriber.id == row.subscriber_id)
@@ -219,7 +229,7 @@ def build_outbound(
         subject=subject,
         text=text,
         html=html,
-        reply_to=content.get("reply_to"),
+        reply_to=reply_to,
         headers=headers,
         message_id_header=message_id_header(row.id),
     )
@@ -294,10 +304,11 @@ def _claim_statement() -> Select[Any]:
         Campaign.fallback_intro,
         Subscriber.fields.label("subscriber_fields"),
         reasons.label("suppressed_for"),
+        Tenant.reply_domain,
     ).select_from(
-        claimed.outerjoin(Campaign, Campaign.id == claimed.c.campaign_id).outerjoin(
-            Subscriber, Subscriber.id == claimed.c.subscriber_id
-        )
+        claimed.join(Tenant, Tenant.id == claimed.c.tenant_id)
+        .outerjoin(Campaign, Campaign.id == claimed.c.campaign_id)
+        .outerjoin(Subscriber, Subscriber.id == claimed.c.subscriber_id)
     )
 
 
@@ -352,7 +363,13 @@ def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
             provider_kind=config.kind,
             provider=provider,
             outbound=build_outbound(
-                session, row, channel, content, intro, fields=found.subscriber_fields
+                session,
+                row,
+                channel,
+                content,
+                intro,
+                fields=found.subscriber_fields,
+                reply_domain=found.reply_domain,
             ),
             providers_in_list=len(entries),
             rate=rate_of(config),

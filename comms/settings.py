@@ -61,6 +61,43 @@ class Settings(BaseSettings):
     signing_keys: SecretStr | None = None
     public_base_url: str = Field("http://127.0.0.1:8025", description="Where /u/ links point")
 
+    # Inbound replies: the SMTP listener (`comms inbound serve`).
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(2526, ge=0, le=65535)
+    inbound_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")
+    inbound_tls_key: Path | None = None
+    inbound_max_message_bytes: int = Field(10 * 2**20, ge=1024)
+    inbound_max_recipients: int = Field(10, ge=1)
+    inbound_max_connections: int = Field(200, ge=1)
+    inbound_rate_per_tenant: float = Field(
+        20.0, gt=0, description="Messages per second each tenant's reply domain accepts"
+    )
+    inbound_burst_per_tenant: float = Field(100.0, ge=1)
+    inbound_store: str = Field(
+        "", description="s3://bucket/prefix, or a directory (default: <data_dir>/inbound)"
+    )
+    inbound_s3_endpoint_url: str | None = None
+    inbound_trusted_authserv_id: str | None = Field(
+        None, description="Trust Authentication-Results from the MTA with this authserv-id"
+    )
+    inbound_spam_threshold: float = Field(
+        5.0, description="X-Spam-Score (from a trusted MTA) at or above this is spam"
+    )
+    reply_forward_timeout: float = Field(10.0, gt=0)
+
+    # Sending domains (domain-as-code).
+    domain_ses_region: str = "us-east-1"
+    domain_ses_endpoint_url: str | None = Field(None, description="An SES endpoint (tests: moto)")
+    dmarc_rua: str = Field("dmarc-reports@comms.localhost", description="DMARC aggregate reports")
+    inbound_mx_host: str = Field(
+        "inbound.comms.localhost", description="MX target of news.<domain>: the reply listener"
+    )
+    dns_nameservers: list[str] = Field(
+        default_factory=list, description="Resolvers for domain checks (default: the system's)"
+    )
+    dns_port: int = Field(53, ge=1, le=65535)
+    domain_drift_interval_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8025
 

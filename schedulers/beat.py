@@ -16,4 +16,8 @@ class PeriodicJob:
 
 def schedule() -> list[PeriodicJob]:
     settings = get_settings()
-    return [PeriodicJob(contract.SWEEP, settings.sweep_interval_seconds)]
+    return [
+        PeriodicJob(contract.SWEEP, settings.sweep_interval_seconds),
+        # sending domains: repair missing records, report weakened ones (weekly by default)
+        PeriodicJob(contract.DOMAIN_DRIFT, settings.domain_drift_interval_seconds),
+    ]

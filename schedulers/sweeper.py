@@ -107,6 +107,7 @@ class SweepReport:
     stuck: int
     lost: int
     campaigns_done: int
+    replies_forwarded: int = 0
 
 
 def sweep(now: datetime, *, send_queue_depth: int | None = None) -> SweepReport:
@@ -115,6 +116,7 @@ def sweep(now: datetime, *, send_queue_depth: int | None = None) -> SweepReport:
     from comms.campaigns import settle_finished_campaigns
     from comms.db import after_commit, unit_of_work
     from comms.dispatch import publish, publish_many
+    from comms.inbound.replies import forward_due
     from comms.settings import get_settings
 
     settings = get_settings()
@@ -131,6 +133,7 @@ def sweep(now: datetime, *, send_queue_depth: int | None = None) -> SweepReport:
                 session, now, timedelta(seconds=settings.republish_after_seconds)
             )
         done = settle_finished_campaigns(session)
+        replies = forward_due(session, now)
         immediate = [str(i) for i in stuck + lost] + [
             str(p.delivery_id) for p in due if p.countdown <= 0
         ]
@@ -141,5 +144,10 @@ def sweep(now: datetime, *, send_queue_depth: int | None = None) -> SweepReport:
             for p in later:
                 publish(contract.DELIVER, [str(p.delivery_id)], countdown=p.countdown)
 
+            publish_many(contract.FORWARD_REPLY, ([str(r)] for r in replies))
+
         after_commit(session, _publish)
-    return SweepReport(due=len(due), stuck=len(stuck), lost=len(lost), campaigns_done=done)
+    return SweepReport(
+        due=len(due), stuck=len(stuck), lost=len(lost), campaigns_done=done,
+        replies_forwarded=len(replies),
+    )  # fmt: skip

@@ -33,7 +33,10 @@ def reset_process_caches() -> None:
     from comms.crypto import reset_keyring
     from comms.db import dispose_engine
     from comms.dispatch import reset_producer
+    from comms.domains.ses_identity import reset_clients as reset_ses_clients
     from comms.endpoints import reset_endpoints
+    from comms.inbound.replies import reset_domain_cache
+    from comms.inbound.store import reset_store
     from comms.links import reset_signing_keys
     from comms.ratelimit import reset_client as reset_rate_limiter
     from comms.sending import reset_caches as reset_delivery_caches
@@ -47,6 +50,9 @@ def reset_process_caches() -> None:
     reset_producer()
     reset_rate_limiter()
     reset_delivery_caches()
+    reset_store()
+    reset_domain_cache()
+    reset_ses_clients()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from celery import Task
 from comms import contract
 from comms.commands import CommandError, EmailCommand, SmsCommand, parse_command
 from comms.db import unit_of_work
-from comms.dispatch import queue_depth
+from comms.dispatch import publish, queue_depth
+from comms.inbound.replies import forward_reply, thread_message
 from comms.messaging import IdempotencyConflict, UnknownTenant, accept
 from comms.sending import deliver as deliver_one
 from comms.sending import now_utc
@@ -78,3 +79,29 @@ def engagement(event_id: str) -> bool:
 def sweep() -> dict[str, int]:
     report = sweep_once(now_utc(), send_queue_depth=queue_depth("send"))
     return {"due": report.due, "stuck": report.stuck, "lost": report.lost}
+
+
+@app.task(name=contract.INBOUND)
+def inbound(raw_key: str) -> str | None:
+    """Thread one stored inbound message (idempotent on its key), then forward it."""
+    reply_id = thread_message(raw_key)
+    if reply_id is not None:
+        publish(contract.FORWARD_REPLY, [str(reply_id)])
+    return str(reply_id) if reply_id else None
+
+
+@app.task(name=contract.FORWARD_REPLY)
+def forward_reply_task(reply_id: str) -> str:
+    return forward_reply(uuid.UUID(reply_id))
+
+
+@app.task(name=contract.DOMAIN_DRIFT)
+def domain_drift() -> dict[str, int]:
+    from comms.domains.service import drift_all
+
+    reports = drift_all()
+    return {
+        "checked": len(reports),
+        "repaired": sum(len(r.repaired) for r in reports),
+        "drifted": sum(1 for r in reports if r.major),
+    }

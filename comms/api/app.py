@@ -12,8 +12,11 @@ from sqlalchemy import text
 from comms import __version__
 from comms.api.auth import tenant_id as tenant_id_dep
 from comms.api.campaigns import router as campaigns_router
+from comms.api.domains import notify_router
+from comms.api.domains import router as domains_router
 from comms.api.problems import Problem, install, validation_problem
 from comms.api.providers import router as providers_router
+from comms.api.replies import router as replies_router
 from comms.api.suppressions import router as suppressions_router
 from comms.api.webhooks import router as webhooks_router
 from comms.commands import EmailContent, SmsContent
@@ -77,6 +80,9 @@ def create_app(aws_transport: httpx.BaseTransport | None = None) -> FastAPI:
     app.include_router(campaigns_router)
     app.include_router(webhooks_router)
     app.include_router(suppressions_router)
+    app.include_router(replies_router)
+    app.include_router(domains_router)
+    app.include_router(notify_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

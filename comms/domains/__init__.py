@@ -1,0 +1,1 @@
+"""Domain-as-code: tenant sending domains, their DNS records and their drift."""

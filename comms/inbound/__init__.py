@@ -1,0 +1,1 @@
+"""Inbound mail: turning raw replies, auto-replies and bounces into structured data."""
