@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from comms.crypto import DecryptionError, get_keyring
-from comms.models import Channel, ProviderConfig
+from comms.models import Channel, Domain, ProviderConfig
 from comms.providers import ConfigurationError, Provider, ProviderError, provider_class
 
 REDACTED = "********"
@@ -197,10 +197,44 @@ def rotate_keys(batch_size: int = 200) -> RotationReport:
             rewrapped += len(rows)
         if len(rows) < batch_size:
             break
+    rewrapped += _rotate_domain_secrets(batch_size)
     with unit_of_work() as session:
         current = session.scalar(
             select(func.count())
             .select_from(ProviderConfig)
             .where(ProviderConfig.secrets.is_not(None))
         )
-    return RotationReport(rewrapped=rewrapped, already_current=int(current or 0) - rewrapped)
+        current = int(current or 0) + int(
+            session.scalar(
+                select(func.count()).select_from(Domain).where(Domain.dns_secrets.is_not(None))
+            )
+            or 0
+        )
+    return RotationReport(rewrapped=rewrapped, already_current=current - rewrapped)
+
+
+def _rotate_domain_secrets(batch_size: int) -> int:
+    """The same for sending domains' DNS provider credentials."""
+    from comms.db import unit_of_work
+
+    keyring = get_keyring()
+    rewrapped = 0
+    while True:
+        with unit_of_work() as session:
+            rows = session.scalars(
+                select(Domain)
+                .where(
+                    Domain.dns_secrets.is_not(None),
+                    Domain.dns_secrets["kid"].astext != keyring.primary_kid,
+                )
+                .limit(batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                assert row.dns_secrets is not None
+                row.dns_secrets = keyring.rewrap(
+                    row.dns_secrets, tenant_id=row.tenant_id, record_id=row.id
+                )
+            rewrapped += len(rows)
+        if len(rows) < batch_size:
+            return rewrapped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +28,17 @@ def test_rotate_rewraps_everything_and_old_key_can_go(
             session, kind="smtp", name=f"p{n}", tenant_id=tenant.id,
             settings={"host": "h", "password": f"secret-{n}"},
         )  # fmt: skip
+    # a sending domain's DNS token is sealed the same way and rotates with them
+    from comms.domains.service import provider_for, set_dns
+    from comms.models import Domain, DomainState
+
+    domain = Domain(
+        id=uuid.uuid4(), tenant_id=tenant.id, name="acme.example", region="us-east-1",
+        state=DomainState.PENDING, challenge="c", dkim_tokens=[], dns_settings={},
+        published=[], findings={},
+    )  # fmt: skip
+    set_dns(session, domain, "cloudflare", {"api_token": "cf-token-secret"})
+    session.add(domain)
     session.commit()
 
     new = "new1:" + base64.b64encode(os.urandom(32)).decode()
@@ -37,9 +49,9 @@ def test_rotate_rewraps_everything_and_old_key_can_go(
     reset_settings(), reset_endpoints(), reset_keyring()
     result = CliRunner().invoke(main, ["keys", "rotate"])
     assert result.exit_code == 0, result.output
-    assert "re-wrapped 5" in result.stdout
+    assert "re-wrapped 6" in result.stdout
     again = CliRunner().invoke(main, ["keys", "rotate"])
-    assert "re-wrapped 0, already current 5" in again.stdout
+    assert "re-wrapped 0, already current 6" in again.stdout
 
     monkeypatch.setenv("COMMS_MASTER_KEYS", new)  # the old key is gone
     reset_settings(), reset_endpoints(), reset_keyring()
@@ -49,6 +61,9 @@ def test_rotate_rewraps_everything_and_old_key_can_go(
     assert [build_provider(c).settings["password"] for c in configs] == [
         f"secret-{n}" for n in range(5)
     ]
+    rotated = session.get_one(Domain, domain.id)
+    assert rotated.dns_secrets is not None and rotated.dns_secrets["kid"] == "new1"
+    assert provider_for(rotated).settings["api_token"] == "cf-token-secret"
     monkeypatch.setenv("COMMS_MASTER_KEYS", old)
     reset_settings(), reset_endpoints(), reset_keyring()
 
