@@ -83,3 +83,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # libraries that narrate routine steps at INFO (credential lookups, plugin set-up)
+    for noisy in ("botocore", "boto3", "urllib3", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -120,16 +120,20 @@ class ReplySMTP(SMTP):
 
     def connection_made(self, transport: Any) -> None:
         handler: ReplyHandler = self.event_handler
-        self._counted = handler.active_connections < handler.settings.inbound_max_connections
-        if not self._counted:
+        if getattr(self, "_counted", False):  # STARTTLS: the same connection, now encrypted
+            super().connection_made(transport)
+            return
+        if handler.active_connections >= handler.settings.inbound_max_connections:
             transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
             return
+        self._counted = True
         handler.active_connections += 1
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if getattr(self, "_counted", False):
+            self._counted = False
             self.event_handler.active_connections -= 1
             super().connection_lost(exc)
 

@@ -123,7 +123,11 @@ def _dkim(raw: bytes, lookup: TxtLookup) -> tuple[str, str | None]:
     domain = tags.get("d", "").strip().lower() or None
     try:
         ok = verifier.verify(dnsfunc=dnsfunc)
-    except Exception:  # a malformed signature is a failed one
+    except dkim.ValidationError:  # body hash or signature does not match
+        return "fail", domain
+    except dkim.DnsTimeoutError:
+        return "temperror", domain
+    except Exception:  # a malformed signature or key
         return "permerror", domain
     return ("pass" if ok else "fail"), domain
 

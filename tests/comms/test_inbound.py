@@ -397,3 +397,101 @@ def test_replies_api_lists_only_the_tenants_own(
         json={"reply_domain": DOMAIN},
     )  # fmt: skip
     assert put.status_code == 422 and "already" in put.json()["detail"]
+
+
+def test_listener_caps_connections_and_offers_starttls(
+    sent: Sent, store: LocalStore, tls_files: tuple[Path, Path]
+) -> None:
+    import ssl
+
+    from workers.listener import ReplyListener
+
+    cert, key = tls_files
+    settings = get_settings().model_copy(
+        update={
+            "inbound_port": _free_port(), "inbound_max_connections": 1,
+            "inbound_tls_cert": cert, "inbound_tls_key": key,
+        }
+    )  # fmt: skip
+    server = ReplyListener(settings, store)
+    server.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.bound_port, timeout=10) as first:
+            client_tls = ssl.create_default_context(cafile=str(cert))
+            client_tls.check_hostname = False
+            assert first.starttls(context=client_tls)[0] == 220
+            first.ehlo()
+            with pytest.raises(smtplib.SMTPConnectError) as second:
+                smtplib.SMTP("127.0.0.1", server.bound_port, timeout=10)
+            assert second.value.smtp_code == 421
+            to = reply_address(sent.delivery_id, DOMAIN)
+            assert first.sendmail("ann@example.org", [to], _reply(to)) == {}
+        assert len(list(store.list_keys())) == 1
+    finally:
+        server.stop()
+
+
+def test_raw_messages_can_live_in_s3(stack: Any) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from comms.inbound.store import S3Store
+
+    port = _free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        import boto3
+
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        s3.create_bucket(Bucket="replies")
+        s3.close()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+            mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            store = S3Store("replies", "prod/", endpoint)
+            key = store.put(
+                b"raw bytes", Envelope(recipients=["reply+x@d.example"], mail_from=None)
+            )
+            raw, envelope = store.get(key)
+            assert raw == b"raw bytes" and envelope.recipients == ["reply+x@d.example"]
+            assert list(store.list_keys()) == [key]
+            store.client.close()
+    finally:
+        moto.stop()
+
+
+def test_spam_above_the_threshold_is_kept_but_not_threaded(
+    sent: Sent, use_store: LocalStore, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comms.settings import reset_settings
+
+    monkeypatch.setenv("COMMS_INBOUND_TRUSTED_AUTHSERV_ID", "mx.comms.example")
+    reset_settings()
+    to = reply_address(sent.delivery_id, DOMAIN)
+    raw = b"Authentication-Results: mx.comms.example; dkim=none\r\nX-Spam-Score: 9.1\r\n" + _reply(
+        to
+    )
+    reply = session.get_one(InboundReply, thread_message(_stored(use_store, raw, [to])))
+    assert reply.kind == "spam" and reply.spam_score == 9.1 and reply.threaded_at is None
+    reset_settings()
+
+
+def test_inbound_parse_cli_prints_one_json_object_per_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from comms.cli import main
+
+    first, second = tmp_path / "a.eml", tmp_path / "b.eml"
+    first.write_bytes(_reply("reply+tok1@news.acme.example"))
+    second.write_bytes(b"\x00\xff not mail at all")
+    result = CliRunner().invoke(main, ["inbound", "parse", "--json", str(first), str(second)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(first), str(second)]
+    assert lines[0]["text"] == "Yes please, count me in!" and lines[0]["reply_token"] == "tok1"
+    assert lines[1]["auto_reply"] is False and lines[1]["bounce"] is None
