@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.ports import free_port
 
 ZONE = "acme.example"
 KEY_NAME = "comms-key."
@@ -26,12 +27,6 @@ def named_binary() -> str | None:
     return shutil.which("named") or next(
         (p for p in ("/usr/sbin/named", "/usr/local/sbin/named") if os.access(p, os.X_OK)), None
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -53,7 +48,7 @@ def bind_server(workdir: Path) -> Iterator[int]:
     """Start ``named`` serving ZONE; yields its port."""
     binary = named_binary()
     assert binary is not None
-    port = _free_port()
+    port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / f"{ZONE}.zone").write_text(
         "$TTL 300\n"

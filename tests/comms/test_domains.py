@@ -13,7 +13,6 @@ verified at once, so the DNS side decides the state here.
 from __future__ import annotations
 
 import base64
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -39,23 +38,18 @@ from comms.settings import reset_settings
 from tests.cloudflare_standin import CloudflareStandIn
 from tests.dnsfake import AuthoritativeDns
 from tests.factories import TenantFactory
+from tests.ports import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # moto's Flask
 ZONE = "acme.example"
 TSIG_SECRET = base64.b64encode(b"k" * 32).decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

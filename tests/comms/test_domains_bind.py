@@ -22,6 +22,7 @@ from comms.domains.ses_identity import reset_clients
 from comms.settings import reset_settings
 from tests.bindserver import KEY_NAME, SECRET, ZONE, bind_server, named_binary
 from tests.factories import TenantFactory
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.skipif(named_binary() is None, reason="BIND 9 (named) is not installed"),
@@ -41,9 +42,7 @@ def env(
 ) -> Iterator[None]:
     from moto.server import ThreadedMotoServer
 
-    from tests.comms.test_domains import _free_port
-
-    port = _free_port()
+    port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     monkeypatch.setenv("COMMS_DOMAIN_SES_ENDPOINT_URL", f"http://127.0.0.1:{port}")

@@ -7,7 +7,6 @@ import hmac
 import http.server
 import json
 import smtplib
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -49,14 +48,9 @@ from comms.settings import get_settings
 from comms.suppression import suppression_reason
 from schedulers.fanout import fanout_batch
 from tests.factories import SubscriberFactory, TenantFactory
+from tests.ports import free_port
 
 DOMAIN = "news.acme.example"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -107,7 +101,7 @@ def listener(stack: Any, store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> 
 
     settings = get_settings().model_copy(
         update={
-            "inbound_port": _free_port(),
+            "inbound_port": free_port(),
             "inbound_max_message_bytes": 50_000,
             "inbound_max_recipients": 2,
             "inbound_rate_per_tenant": 0.01,
@@ -409,7 +403,7 @@ def test_listener_caps_connections_and_offers_starttls(
     cert, key = tls_files
     settings = get_settings().model_copy(
         update={
-            "inbound_port": _free_port(), "inbound_max_connections": 1,
+            "inbound_port": free_port(), "inbound_max_connections": 1,
             "inbound_tls_cert": cert, "inbound_tls_key": key,
         }
     )  # fmt: skip
@@ -436,7 +430,7 @@ def test_raw_messages_can_live_in_s3(stack: Any) -> None:
 
     from comms.inbound.store import S3Store
 
-    port = _free_port()
+    port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     try:

@@ -19,15 +19,10 @@ from comms.links import reply_address
 from comms.models import Event, InboundReply
 from tests.factories import DeliveryFactory, TenantFactory
 from tests.integration.conftest import Fleet, wait_until
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 DOMAIN = "news.acme.example"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
@@ -57,7 +52,7 @@ def test_a_message_answered_250_is_processed_once_across_a_listener_kill(
     session.commit()
     set_reply_domain(session, tenant.id, DOMAIN)
     session.commit()
-    port = _free_port()
+    port = free_port()
     store_dir = tmp_path / "inbound-store"
     monkeypatch.setenv("COMMS_INBOUND_PORT", str(port))
     monkeypatch.setenv("COMMS_INBOUND_STORE", str(store_dir))

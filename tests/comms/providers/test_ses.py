@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from comms.providers import (
     TransientError,
 )
 from comms.providers.ses import SesProvider, classify
+from tests.ports import free_port
 
 SECRET = "moto-secret-key-Zx9"
 
@@ -27,17 +27,11 @@ SECRET = "moto-secret-key-Zx9"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -86,7 +80,7 @@ def test_unverified_sender_is_refused_permanently(moto_url: str) -> None:
 
 
 def test_a_dead_endpoint_is_transient() -> None:
-    provider = SesProvider(_settings(f"http://127.0.0.1:{_free_port()}"))
+    provider = SesProvider(_settings(f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(TransientError):
         provider.send(_email())
 

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from comms.devsink import SinkHandler, SmtpSink
 from comms.providers import ConfigurationError, OutboundEmail, PermanentError, ThrottledError
 from comms.providers.smtp import SmtpProvider, close_all_connections
+from tests.ports import free_port
 
 
 def _email(to: str = "ann@example.org") -> OutboundEmail:
@@ -28,12 +29,6 @@ def _email(to: str = "ann@example.org") -> OutboundEmail:
         reply_to="reply@example.com", headers={"List-Id": "news"},
         message_id_header=f"<{delivery}@test>",
     )  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
@@ -97,7 +92,7 @@ def test_reconnects_when_the_server_dropped_the_pooled_connection() -> None:
 def test_starttls_with_auth(tls_files: tuple[Path, Path]) -> None:
     handler = SinkHandler()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=(port := _free_port()), ready_timeout=10,
+        handler, hostname="127.0.0.1", port=(port := free_port()), ready_timeout=10,
         tls_context=_server_context(tls_files), require_starttls=True,
         authenticator=_authenticator, auth_require_tls=True,
     )  # fmt: skip
@@ -139,7 +134,7 @@ def _untrusted_starttls_server(tls_files: tuple[Path, Path], port: int) -> threa
 
 
 def test_certificate_is_verified_by_default(tls_files: tuple[Path, Path]) -> None:
-    port = _free_port()
+    port = free_port()
     server = _untrusted_starttls_server(tls_files, port)
     provider = SmtpProvider({"host": "localhost", "port": port, "tls": "starttls"})
     with pytest.raises(ConfigurationError, match="TLS failed"):
@@ -150,7 +145,7 @@ def test_certificate_is_verified_by_default(tls_files: tuple[Path, Path]) -> Non
 def test_implicit_tls(tls_files: tuple[Path, Path]) -> None:
     handler = SinkHandler()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=(port := _free_port()), ready_timeout=10,
+        handler, hostname="127.0.0.1", port=(port := free_port()), ready_timeout=10,
         ssl_context=_server_context(tls_files),
     )  # fmt: skip
     controller.start()
