@@ -10,6 +10,10 @@ Approach:
   declared charset, then UTF-8, then the declared charset (or UTF-8) with
   ``errors="replace"``. All strings that leave this module are valid Unicode without NULs, so
   :meth:`ParsedReply.to_json` is always serialisable and storable.
+* **Bounded work.** Hostile input must not stall a worker: over-long top-level header
+  fields are cut before the (superlinear) stdlib header parser sees them, HTML is read by a
+  linear regex tokenizer instead of ``html.parser`` (quadratic on unclosed tags), and the
+  line-marker regexes only look at lines of reasonable length.
 * **Body.** The reply's own ``text/plain`` part is preferred (attached messages and
   ``message/delivery-status`` parts are never read as the body); HTML-only mail is converted
   to text after the client-specific quote containers (``blockquote``, ``gmail_quote``,
@@ -41,12 +45,12 @@ import email
 import email.errors
 import email.header
 import email.policy
+import html
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses, parseaddr
-from html.parser import HTMLParser
 from typing import Any
 
 __all__ = ["Bounce", "ParsedReply", "html_to_text", "parse_message", "strip_quotes"]
@@ -328,52 +332,49 @@ def _all_parts(msg: Message) -> Iterator[Message]:
 # --------------------------------------------------------------------------- HTML
 
 
-_BLOCK_TAGS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "dd",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "li",
-        "main",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "table",
-        "tbody",
-        "thead",
-        "tfoot",
-        "tr",
-        "ul",
-    ]
-)
+# fmt: off
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "fieldset", "figure",
+    "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav",
+    "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
+})
+# fmt: on
 _DROP_TAGS = frozenset({"script", "style", "head", "title", "template"})
-_QUOTE_CLASSES = frozenset({"gmail_quote", "gmail_quote_container", "yahoo_quoted"})
-_QUOTE_CLASS_PREFIX = frozenset({"moz-cite-prefix"})
+# Containers of quoted history (Gmail, Yahoo, Thunderbird's "On ... wrote:" line); the
+# Thunderbird quote itself is a <blockquote type="cite">.
+_QUOTE_CLASSES = frozenset(
+    {"gmail_quote", "gmail_quote_container", "yahoo_quoted", "moz-cite-prefix"}
+)
+# Outlook on the web / new Outlook: everything from this element on is the quoted message.
 _OUTLOOK_CUT_IDS = frozenset({"appendonsend", "divrplyfwdmsg"})
 
 
-class _TextExtractor(HTMLParser):
+# One regex scan over the markup. Every alternative is bounded or ends the input, so the
+# scan is linear; the stdlib HTMLParser is quadratic on unclosed tags and comments
+# (30 KB of "<a " takes seconds, 120 KB minutes). An unclosed tag ends after its bounded
+# attribute run, as browsers recover.
+_HTML_TOKEN_RE = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<[!?][^>]{0,2000}>?"
+    r"|<(/?)([a-zA-Z][^\s/>]{0,64})((?:[^>\"']|\"[^\"]{0,4000}\"?|'[^']{0,4000}'?){0,1000})>?",
+    re.DOTALL,
+)
+_ATTR_RE = re.compile(r"""([^\s=/>"']+)(?:\s*=\s*("[^"]*"?|'[^']*'?|[^\s>]+))?""")
+# Elements whose content is not markup: skipped up to their end tag.
+_RAW_TEXT_END = {
+    tag: re.compile(rf"</{tag}\b[^>]{{0,100}}>?", re.IGNORECASE) for tag in ("script", "style")
+}
+
+
+def _attributes(source: str) -> list[tuple[str, str | None]]:
+    return [
+        (name.lower(), html.unescape(value.strip("\"'")) if value else None)
+        for name, value in _ATTR_RE.findall(source)
+    ]
+
+
+class _TextExtractor:
     def __init__(self, drop_quotes: bool) -> None:
-        super().__init__(convert_charrefs=True)
         self.drop_quotes = drop_quotes
         self.out: list[str] = []
         self.skip_tag: str | None = None
@@ -393,11 +394,11 @@ class _TextExtractor(HTMLParser):
             return True
         if tag != "div":
             return False
-        classes = set()
+        classes: set[str] = set()
         for name, value in attrs:
             if name == "class" and value:
                 classes.update(value.split())
-        return bool(classes & (_QUOTE_CLASSES | _QUOTE_CLASS_PREFIX))
+        return bool(classes & _QUOTE_CLASSES)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.stopped:
@@ -427,10 +428,30 @@ class _TextExtractor(HTMLParser):
         elif tag in ("td", "th"):
             self.out.append(" ")
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("br", "hr", "img", "meta", "link", "input"):
-            self.handle_starttag(tag, attrs)
-        # other self-closing tags (``<div/>``) open nothing
+    def feed(self, markup: str) -> None:
+        pos = 0
+        while pos < len(markup) and not self.stopped:
+            match = _HTML_TOKEN_RE.search(markup, pos)
+            if match is None:
+                self.handle_data(html.unescape(markup[pos:]))
+                return
+            if match.start() > pos:
+                self.handle_data(html.unescape(markup[pos : match.start()]))
+            pos = match.end()
+            closing, name, attrs = match.group(1, 2, 3)
+            if not name:
+                continue  # comment, doctype, processing instruction
+            tag = name.lower()
+            if closing:
+                self.handle_endtag(tag)
+                continue
+            self_closing = attrs.rstrip().endswith("/")
+            if not self_closing or tag in ("br", "hr", "img", "meta", "link", "input"):
+                self.handle_starttag(tag, _attributes(attrs))
+            if tag in _RAW_TEXT_END and not self_closing:
+                end = _RAW_TEXT_END[tag].search(markup, pos)
+                pos = end.end() if end else len(markup)
+                self.handle_endtag(tag)
 
     def handle_endtag(self, tag: str) -> None:
         if self.stopped:
@@ -461,11 +482,7 @@ class _TextExtractor(HTMLParser):
 def html_to_text(markup: str, *, drop_quotes: bool = False) -> str:
     """Readable text of an HTML body; with ``drop_quotes`` the quoted history is left out."""
     extractor = _TextExtractor(drop_quotes)
-    try:
-        extractor.feed(markup)
-        extractor.close()
-    except Exception:  # HTMLParser is lenient, but keep the never-raise promise
-        extractor.out.append("")
+    extractor.feed(markup)
     text = "".join(extractor.out).replace("\xa0", " ")
     # a lone "--" is the signature separator "-- " whose trailing space HTML collapsed
     lines = [line.strip() if line.strip() != "--" else "-- " for line in text.split("\n")]
@@ -512,7 +529,7 @@ _UNDERSCORES_RE = re.compile(r"^\s*_{10,}\s*$")
 _HDR_FROM_RE = re.compile(r"^\s*\*?(?:from|de|von|van|da|från|od)\s*:\*?\s*\S", re.IGNORECASE)
 _HDR_DATE_RE = re.compile(
     r"^\s*\*?(?:sent|date|envoy[ée]|gesendet|datum|enviado|enviada|fecha|inviato|data|"
-    r"verzonden|skickat|datum)\s*:",
+    r"verzonden|skickat)\s*:",
     re.IGNORECASE,
 )
 _HDR_TO_RE = re.compile(
@@ -834,12 +851,12 @@ def _heuristic_bounce(body: str, exclude: set[str], subject: str) -> Bounce:
 
 # --------------------------------------------------------------------------- reply token
 
-_TOKEN_RE = re.compile(r"^reply\+([^@]+)@", re.IGNORECASE)
+_REPLY_TOKEN_RE = re.compile(r"^reply\+([^@]+)@", re.IGNORECASE)
 
 
 def _token_of(address: str) -> str | None:
     bare = parseaddr(address)[1] or address
-    match = _TOKEN_RE.match(bare.strip().strip("<>").strip())
+    match = _REPLY_TOKEN_RE.match(bare.strip().strip("<>").strip())
     if match:
         token = "".join(match.group(1).split())
         return token or None

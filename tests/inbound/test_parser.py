@@ -100,6 +100,46 @@ def test_html_to_text_drops_scripts_and_unescapes() -> None:
     assert html_to_text(markup) == "a < b\n\nc\nd"
 
 
+@pytest.mark.parametrize(
+    ("header", "subject", "expected"),
+    [
+        ("Auto-Submitted: auto-generated", "Hi", "Auto-Submitted: auto-generated"),
+        ("Auto-Submitted: no", "Hi", None),
+        ("X-Autorespond: 1", "Hi", "X-Autorespond: 1"),
+        ("X-Autoresponder: yes", "Hi", "X-Autoresponder: yes"),
+        ("Precedence: junk", "Hi", "Precedence: junk"),
+        ("Precedence: first-class", "Hi", None),
+        (
+            "X-MS-Exchange-Inbox-Rules-Loop: a@b.example",
+            "Hi",
+            "X-MS-Exchange-Inbox-Rules-Loop: a@b.example",
+        ),
+        ("X-Auto-Response-Suppress: All", "Hi", None),
+        ("X-Mailer: x", "Out of Office: Re: your order", "subject: out of office"),
+        ("X-Mailer: x", "Jane Doe is out of the office", "subject: out of the office"),
+        ("X-Mailer: x", "[Auto-Reply] Re: your order", "subject: auto-reply"),
+        ("X-Mailer: x", "Afwezig: Re: bestelling", "subject: afwezig"),
+        ("X-Mailer: x", "Automatisch antwoord: Re: bestelling", "subject: automatisch antwoord"),
+        ("X-Mailer: x", "Risposta automatica: Re: ordine", "subject: risposta automatica"),
+        ("X-Mailer: x", "Re: How do I set up an auto-reply?", None),
+        ("X-Mailer: x", "Re: Absence of invoice", None),
+    ],
+)
+def test_auto_reply_rules(header: str, subject: str, expected: str | None) -> None:
+    raw = f"From: a@b.example\nTo: c@d.example\nSubject: {subject}\n{header}\n\nbody\n"
+    parsed = parse_message(raw.encode())
+    assert parsed.auto_reply_reason == expected
+    assert parsed.auto_reply is (expected is not None)
+
+
+def test_null_return_path_alone_is_not_a_bounce() -> None:
+    raw = b"Return-Path: <>\nFrom: a@b.example\nSubject: Re: hi\n\nThanks, received.\n"
+    assert parse_message(raw).bounce is None
+    raw = b"Return-Path: <>\nFrom: a@b.example\nSubject: hi\n\n<x@y.example>: user unknown\n"
+    bounce = parse_message(raw).bounce
+    assert bounce == Bounce(recipients=["x@y.example"], status=None, temporary=False)
+
+
 def test_bounce_to_json() -> None:
     bounce = Bounce(recipients=["a@b.example"], status="5.1.1", temporary=False)
     assert bounce.to_json() == {
