@@ -70,7 +70,7 @@ def _drive(port: int, recipient: str, clients: int, per_client: int) -> float:
 
 def _timed(label: str, run: Callable[[], float]) -> float:
     rate = run()
-    print(f"    {label:<34}{rate:8.1f} msg/s")
+    print(f"    {label:<38}{rate:8.1f} msg/s")
     return rate
 
 
@@ -149,7 +149,7 @@ def main() -> int:
                 )
             finally:
                 listener.stop()
-        print(f"    {'ratio comms / sink':<34}{ours / base:8.3f}")
+        print(f"    {'ratio comms / sink':<38}{ours / base:8.3f}")
     finally:
         stack.destroy()
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -53,9 +54,11 @@ class ReplyHandler:
         self.settings = settings
         self.store = store
         self.active_connections = 0
+        # blocking steps (database, Redis, fsync) run here; sized for many slow sessions
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="inbound")
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     async def handle_RCPT(
         self,
@@ -170,6 +173,10 @@ class ReplyListener(Controller):
             require_starttls=False,
             ident="comms inbound",
         )
+
+    def stop(self, no_assert: bool = False) -> None:
+        super().stop(no_assert=no_assert)
+        self.handler.executor.shutdown(wait=True)
 
     @property
     def bound_port(self) -> int:

@@ -60,7 +60,9 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _write(self, path: Path, data: bytes) -> None:
+    @staticmethod
+    def _staged(path: Path, data: bytes) -> str:
+        """``data`` in a fsynced temporary file beside ``path``; returns its name."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:
@@ -68,21 +70,28 @@ class LocalStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
+        return tmp
 
     def put(self, data: bytes, envelope: Envelope) -> str:
         key = new_key()
+        message, meta = self.root / key, self.root / (key[:-4] + ".json")
+        staged_meta = self._staged(meta, json.dumps(asdict(envelope)).encode())
+        try:
+            staged_message = self._staged(message, data)
+        except BaseException:
+            Path(staged_meta).unlink(missing_ok=True)
+            raise
         # the envelope first: a message file without its envelope is never seen
-        self._write(self.root / (key[:-4] + ".json"), json.dumps(asdict(envelope)).encode())
-        self._write(self.root / key, data)
+        os.replace(staged_meta, meta)
+        os.replace(staged_message, message)
+        dir_fd = os.open(message.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # both renames survive a crash before 250 is answered
+        finally:
+            os.close(dir_fd)
         return key
 
     def get(self, key: str) -> tuple[bytes, Envelope]:
