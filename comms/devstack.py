@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -176,11 +177,22 @@ class DevStack:
             )
         return _PG_SYSTEM_USER
 
-    def _run_pg(self, binary: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def _identity(self) -> dict[str, Any]:
+        """subprocess arguments that run as the PostgreSQL user: its uid, gid and no other groups.
+
+        Setting only the uid would keep root's group, and a directory such as a
+        ``mktemp -d`` one (mode 0701, group root) would then deny access by its group bits.
+        """
         user = self._pg_user()
+        if user is None:
+            return {}
+        entry = pwd.getpwnam(user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _run_pg(self, binary: str, *args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(pg_bin(binary)), *args],
-            user=user,
+            **self._identity(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -201,7 +213,7 @@ class DevStack:
             return False
         result = subprocess.run(
             [str(pg_bin("pg_ctl")), "-D", str(self.pgdata), "status"],
-            user=self._pg_user(),
+            **self._identity(),
             capture_output=True,
             text=True,
             check=False,
