@@ -42,12 +42,14 @@ def create_campaign(
     tags: list[str] | None = None,
     send_time_optimisation: bool = False,
     fallback_intro: str | None = None,
+    tracking: bool = False,
 ) -> Campaign:
     if not text and not html:
         raise CampaignError("a campaign needs a text or an html body")
     campaign = Campaign(
         send_time_optimisation=send_time_optimisation,
         fallback_intro=fallback_intro,
+        tracking=tracking,
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         name=name,
@@ -240,6 +242,10 @@ class CampaignIn(BaseModel):
         default_factory=list, max_length=50, description="Audience: subscribers with any tag"
     )
     send_time_optimisation: bool = False
+    tracking: bool = Field(
+        False,
+        description="Open pixel and signed click redirects (SMTP and other non-tracking providers)",
+    )
     fallback_intro: str | None = Field(None, max_length=5000, description="Fills {{ ai_intro }}")
 
     @model_validator(mode="after")
@@ -254,4 +260,5 @@ def create_from(session: Session, tenant_id: uuid.UUID, body: CampaignIn) -> Cam
         session, tenant_id, name=body.name, sender=str(body.sender), subject=body.subject,
         text=body.text, html=body.html, tags=body.tags,
         send_time_optimisation=body.send_time_optimisation, fallback_intro=body.fallback_intro,
+        tracking=body.tracking,
     )  # fmt: skip

@@ -487,9 +487,10 @@ def campaign() -> None:
 @click.option("--tag", "tags", multiple=True, help="Audience: subscribers with any of these tags")
 @click.option("--send-time-optimisation/--send-now", default=False)
 @click.option("--fallback-intro", help="Text for {{ ai_intro }}")
+@click.option("--track/--no-track", default=False, help="Open pixel and click redirects (SMTP)")
 def campaign_create(
     tenant_id: str, name: str, sender: str, subject: str, text: str | None, html: str | None,
-    tags: tuple[str, ...], send_time_optimisation: bool, fallback_intro: str | None,
+    tags: tuple[str, ...], send_time_optimisation: bool, fallback_intro: str | None, track: bool,
 ) -> None:  # fmt: skip
     """Create a draft campaign and print its id."""
     from pydantic import ValidationError
@@ -503,7 +504,7 @@ def campaign_create(
         body = CampaignIn.model_validate(
             {"name": name, "from": sender, "subject": subject, "text": text, "html": html,
              "tags": list(tags), "send_time_optimisation": send_time_optimisation,
-             "fallback_intro": fallback_intro}
+             "fallback_intro": fallback_intro, "tracking": track}
         )  # fmt: skip
     except ValidationError as exc:
         _command_errors(CommandError(field_errors(exc)))

@@ -133,3 +133,32 @@ def verify_reply(token: str) -> uuid.UUID:
 
 def reply_address(delivery_id: uuid.UUID, domain: str) -> str:
     return f"reply+{sign_reply(delivery_id)}@{domain}"
+
+
+# -- open and click tracking -----------------------------------------------------
+def sign_tracking(delivery_id: uuid.UUID, url: str | None = None) -> str:
+    """A token for the open pixel (``url`` None) or a click redirect to ``url``.
+
+    The URL travels inside the signed token, so the redirect can only ever lead
+    to an address that was in the message we sent.
+    """
+    kid, keys = signing_keys()
+    payload = kid.encode() + b"|" + delivery_id.bytes + (url or "").encode()
+    return f"{_b64(payload)}.{_b64(_mac(keys[kid], b'track|' + payload))}"
+
+
+def verify_tracking(text: str) -> tuple[uuid.UUID, str | None]:
+    """(delivery id, URL or None) from a tracking token; BadToken when it is not ours."""
+    try:
+        body, mac = text.split(".", 1)
+        payload, given = _unb64(body), _unb64(mac)
+        kid_raw, rest = payload.split(b"|", 1)
+        delivery_id = uuid.UUID(bytes=rest[:16])
+        url = rest[16:].decode() or None
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadToken("malformed tracking token") from None
+    _, keys = signing_keys()
+    key = keys.get(kid_raw.decode(errors="replace"))
+    if key is None or not hmac.compare_digest(_mac(key, b"track|" + payload), given):
+        raise BadToken("tracking token does not verify")
+    return delivery_id, url

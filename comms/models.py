@@ -261,6 +261,8 @@ class Campaign(Base):
         _enum(CampaignStatus, "campaign_status"), default=CampaignStatus.DRAFT
     )
     send_time_optimisation: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: open pixel and signed click redirects, for providers that do not track themselves
+    tracking: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     #: replaces ``{{ ai_intro }}`` until personalised intros exist
     fallback_intro: Mapped[str | None] = mapped_column(Text, nullable=True)
     message_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)

@@ -57,6 +57,7 @@ from comms.ratelimit import RateLimiter
 from comms.rendering import render
 from comms.settings import get_settings
 from comms.suppression import strongest_reason
+from comms.tracking import instrument_html
 
 log = structlog.get_logger(__name__)
 S = DeliveryState
@@ -168,12 +169,14 @@ def build_outbound(
     *,
     fields: dict[str, Any] | None = None,
     reply_domain: str | None = None,
+    track: bool = False,
 ) -> Outbound:
     """The provider-neutral message for one delivery.
 
     ``fields`` are the subscriber's merge fields when the caller already read
     them; ``reply_domain`` the tenant's, so that replies to campaign mail come
-    back to ``reply+TOKEN@reply_domain`` and are threaded to this delivery.
+    back to ``reply+TOKEN@reply_domain`` and are threaded to this delivery;
+    ``track`` adds the open pixel and click redirects to the HTML part.
     """
     reply_to = content.get("reply_to")
     if channel is Channel.SMS:
@@ -219,6 +222,9 @@ def build_outbound(
             text += f"\n\n--\nUnsubscribe: {link}\n"
         if html is not None and link not in html:
             html += f'<p style="font-size:12px"><a href="{link}">Unsubscribe</a></p>'
+        if track and html is not None:
+            base = get_settings().public_base_url
+            html = instrument_html(html, row.id, base, keep=frozenset({link}))
 
     return OutboundEmail(
         delivery_id=row.id,
@@ -302,6 +308,7 @@ def _claim_statement() -> Select[Any]:
         claimed,
         Campaign.status.label("campaign_status"),
         Campaign.fallback_intro,
+        Campaign.tracking.label("campaign_tracking"),
         Subscriber.fields.label("subscriber_fields"),
         reasons.label("suppressed_for"),
         Tenant.reply_domain,
@@ -370,6 +377,7 @@ def _claim(delivery_id: uuid.UUID) -> Claim | DeliverResult:
                 intro,
                 fields=found.subscriber_fields,
                 reply_domain=found.reply_domain,
+                track=bool(found.campaign_tracking) and not provider.tracks_engagement,
             ),
             providers_in_list=len(entries),
             rate=rate_of(config),

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import structlog
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from sqlalchemy import select
 
 from comms import contract
@@ -28,13 +28,20 @@ from comms.crypto import DecryptionError
 from comms.db import after_commit, unit_of_work
 from comms.dispatch import publish
 from comms.events import ENGAGEMENT, EventType, IncomingEvent, record
-from comms.links import BadToken, verify_unsubscribe
+from comms.links import BadToken, verify_tracking, verify_unsubscribe
 from comms.models import Delivery, ProviderConfig, Subscriber, SuppressionReason
 from comms.provider_configs import build_provider
-from comms.provider_events import MalformedEvent, parse_custom, parse_ses, parse_twilio
+from comms.provider_events import (
+    MalformedEvent,
+    is_machine_open,
+    parse_custom,
+    parse_ses,
+    parse_twilio,
+)
 from comms.settings import get_settings
 from comms.sns import SnsVerificationError, SnsVerifier, confirm_subscription
 from comms.suppression import suppress
+from comms.tracking import PIXEL_GIF
 
 router = APIRouter(tags=["webhooks"])
 log = structlog.get_logger(__name__)
@@ -238,3 +245,48 @@ def unsubscribe_page(token: str) -> Response:
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>'
     )
+
+
+# -- open and click tracking (campaigns with tracking on, non-tracking providers) ---------
+_NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+
+
+def _tracked(request: Request, delivery_id: uuid.UUID, type_: EventType, url: str | None) -> None:
+    user_agent = request.headers.get("User-Agent")
+    ip = request.client.host if request.client else None
+    minute = int(datetime.now(UTC).timestamp() // 60)
+    # one event per delivery (and link) per minute: reloads and prefetch bursts count once
+    suffix = hashlib.sha256((url or "").encode()).hexdigest()[:16] if url else "open"
+    _record_all([
+        IncomingEvent(
+            provider_event_id=f"track:{delivery_id}:{suffix}:{minute}", type=type_,
+            occurred_at=datetime.now(UTC), delivery_id=delivery_id,
+            machine=type_ is EventType.OPENED and is_machine_open(user_agent, ip),
+            data={"url": url} if url else {"user_agent": (user_agent or "")[:200]},
+        )
+    ])  # fmt: skip
+
+
+@router.get("/t/o/{token}", include_in_schema=False)
+def open_pixel(token: str, request: Request) -> Response:
+    """The open pixel: a 1x1 GIF, and an ``opened`` event for the delivery."""
+    try:
+        delivery_id, url = verify_tracking(token.removesuffix(".gif"))
+    except BadToken:
+        return _NOT_FOUND
+    if url is None:
+        _tracked(request, delivery_id, EventType.OPENED, None)
+    return Response(PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
+
+
+@router.get("/t/c/{token}", include_in_schema=False)
+def click_redirect(token: str, request: Request) -> Response:
+    """A tracked link: a ``clicked`` event, then a redirect to the URL that was in the mail."""
+    try:
+        delivery_id, url = verify_tracking(token)
+    except BadToken:
+        return _NOT_FOUND
+    if url is None:
+        return _NOT_FOUND
+    _tracked(request, delivery_id, EventType.CLICKED, url)
+    return RedirectResponse(url, status_code=302, headers=_NO_STORE)

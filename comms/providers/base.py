@@ -57,6 +57,8 @@ class Provider(abc.ABC):
 
     name: ClassVar[str]
     channel: ClassVar[Channel]
+    #: True when the provider itself reports opens and clicks (then comms does not add its own)
+    tracks_engagement: ClassVar[bool] = False
     #: JSON Schema of the provider's settings; secret fields carry ``"secret": true``.
     settings_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
 

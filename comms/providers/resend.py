@@ -19,6 +19,7 @@ from comms.providers.errors import (
 
 
 class ResendProvider(HttpApiProvider):
+    tracks_engagement = True  # open and click tracking of its own
     name = "resend"
     channel = Channel.EMAIL
     default_base_url = "https://api.resend.com"

@@ -66,6 +66,7 @@ def classify(exc: Exception) -> ProviderError:
 
 
 class SesProvider(Provider):
+    tracks_engagement = True  # open and click tracking of its own
     name = "ses"
     channel = Channel.EMAIL
     settings_schema: ClassVar[dict[str, Any]] = {
