@@ -346,3 +346,134 @@ def test_domains_api(env: None, session: Session, dns_server: AuthoritativeDns) 
     bad = client.post("/v1/domains", headers=auth, json={"name": "not a domain"})
     assert bad.status_code == 422
     assert len(records_for(session.get_one(Domain, uuid.UUID(domain_id)))) == 9
+
+
+def test_the_dns_provider_is_suggested_from_ns_records(
+    env: None, dns_server: AuthoritativeDns
+) -> None:
+    from comms.domains.dns import suggest_provider
+
+    dns_server.set(f"{ZONE}.", "NS", ["lara.ns.cloudflare.com.", "greg.ns.cloudflare.com."])
+    assert suggest_provider(f"mail.{ZONE}") == "cloudflare"  # found at the parent zone
+    dns_server.set(f"{ZONE}.", "NS", ["ns-12.awsdns-01.com.", "ns-900.awsdns-40.net."])
+    assert suggest_provider(ZONE) == "route53"
+    dns_server.set(f"{ZONE}.", "NS", ["ns1.example-host.net."])
+    assert suggest_provider(ZONE) == "manual"
+
+
+class _Receiver:
+    """A local HTTP endpoint that keeps what it is sent (the tenant's notify URL)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received = self.received = []  # type: list[tuple[dict[str, str], bytes]]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_major_drift_is_notified_signed_and_a_fix_restores_verified(
+    env: None, session: Session, dns_server: AuthoritativeDns
+) -> None:
+    import json
+
+    from comms.domains.service import notify_secret
+    from comms.providers.webhook import verify
+
+    tenant = TenantFactory()
+    session.commit()
+    receiver = _Receiver()
+    try:
+        session.get_one(Tenant, tenant.id).notify_url = receiver.url
+        settings = {
+            "server": "127.0.0.1", "port": dns_server.port, "zone": ZONE,
+            "tsig_name": "comms-key.", "tsig_secret": TSIG_SECRET,
+        }  # fmt: skip
+        domain = add_domain(session, tenant.id, ZONE, dns_provider="rfc2136", dns_settings=settings)
+        publish(session, domain)
+        assert check(session, domain).state == "verified"
+        session.commit()
+
+        dns_server.set(f"news.{ZONE}.", "MX", ["10 mx.elsewhere.example."])  # moved away
+        report = drift(session, domain)
+        assert report.state == "drifted" and "MX is 10 mx.elsewhere.example" in report.major[0]
+        headers, body = receiver.received[-1]
+        assert verify(notify_secret(tenant.id), body, headers["Comms-Signature"])
+        assert json.loads(body)["type"] == "domain.drifted"
+
+        dns_server.set(f"news.{ZONE}.", "MX", ["10 inbound.comms.example."])  # the tenant fixes it
+        assert drift(session, domain).state == "verified"
+    finally:
+        receiver.close()
+
+
+def test_cli_takes_a_domain_from_add_to_verified(
+    env: None, session: Session, dns_server: AuthoritativeDns
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from comms.cli import main
+
+    tenant = TenantFactory()
+    session.commit()
+    runner = CliRunner()
+    added = runner.invoke(main, [
+        "domain", "add", ZONE, "--tenant", str(tenant.id), "--dns", "rfc2136",
+        "--set", "server=127.0.0.1", "--set", f"port={dns_server.port}", "--set", f"zone={ZONE}",
+        "--set", "tsig_name=comms-key.", "--set", f"tsig_secret={TSIG_SECRET}",
+    ])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert TSIG_SECRET not in added.output
+    domain_id = json.loads(added.stdout)["id"]
+    zone = runner.invoke(main, ["domain", "records", domain_id, "--format", "zone"])
+    assert f"_dmarc.{ZONE}.\t3600\tIN\tTXT" in zone.stdout
+    published = runner.invoke(main, ["domain", "publish", domain_id])
+    assert len(json.loads(published.stdout)["created"]) == 9
+    checked = runner.invoke(main, ["domain", "check", domain_id])
+    assert json.loads(checked.stdout)["state"] == "verified"
+    missing = runner.invoke(main, ["domain", "check", str(uuid.uuid4())])
+    assert missing.exit_code != 0 and "no domain" in missing.output
+
+
+def test_unpublish_deletes_only_our_records(
+    env: None, session: Session, cloudflare: CloudflareStandIn
+) -> None:
+    from comms.domains.service import unpublish
+
+    tenant = TenantFactory()
+    session.commit()
+    domain = add_domain(
+        session, tenant.id, ZONE, dns_provider="cloudflare",
+        dns_settings={"api_token": "good", "base_url": cloudflare.base_url},
+    )  # fmt: skip
+    import httpx
+
+    zone_id = cloudflare.add_zone(ZONE)
+    httpx.post(
+        f"{cloudflare.base_url}/zones/{zone_id}/dns_records",
+        headers={"Authorization": "Bearer good"},
+        json={"type": "TXT", "name": ZONE, "content": "google-site-verification=abc", "ttl": 300},
+    ).raise_for_status()
+    publish(session, domain)
+    assert len(cloudflare.records(ZONE)) == 10
+    assert unpublish(domain) == 9
+    assert [r["content"] for r in cloudflare.records(ZONE)] == ["google-site-verification=abc"]
