@@ -368,7 +368,8 @@ class _Receiver:
         import http.server
         import threading
 
-        received = self.received = []  # type: list[tuple[dict[str, str], bytes]]
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        received = self.received
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:

@@ -31,3 +31,7 @@ def test_fleet_settings(stack: StackInfo) -> None:
     }  # fmt: skip
     assert config["task_routes"]["comms.deliver"] == {"queue": "send"}
     assert "comms.sweep" in config["beat_schedule"]
+    # sending domains are re-checked by beat, weekly unless configured otherwise
+    drift = [job for job in config["beat_schedule"].values() if job["task"] == "comms.domain_drift"]
+    assert len(drift) == 1 and drift[0]["schedule"] == 7 * 24 * 3600.0
+    assert config["task_routes"]["comms.inbound"] == {"queue": "inbound"}
