@@ -489,3 +489,44 @@ def test_inbound_parse_cli_prints_one_json_object_per_file(tmp_path: Path) -> No
     assert [line["file"] for line in lines] == [str(first), str(second)]
     assert lines[0]["text"] == "Yes please, count me in!" and lines[0]["reply_token"] == "tok1"
     assert lines[1]["auto_reply"] is False and lines[1]["bounce"] is None
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.binary(min_size=1, max_size=4000).map(
+        lambda b: b.replace(b"\r", b"").replace(b"\n.", b"\n..")  # valid on the wire
+    )
+)
+def test_the_listener_accepts_and_stores_any_bytes(
+    sent: Sent, roomy_listener: Any, store: LocalStore, body: bytes
+) -> None:
+    to = reply_address(sent.delivery_id, DOMAIN)
+    before = len(list(store.list_keys()))
+    with smtplib.SMTP("127.0.0.1", roomy_listener.bound_port, timeout=10) as client:
+        client.ehlo()
+        assert client.mail("ann@example.org")[0] == 250
+        assert client.rcpt(to)[0] == 250
+        assert client.data(body)[0] == 250
+    assert len(list(store.list_keys())) == before + 1
+
+
+@pytest.fixture
+def roomy_listener(stack: Any, store: LocalStore) -> Iterator[Any]:
+    """A listener whose per-tenant rate never gets in the way."""
+    from workers.listener import ReplyListener
+
+    settings = get_settings().model_copy(
+        update={
+            "inbound_port": free_port(),
+            "inbound_rate_per_tenant": 1e6,
+            "inbound_burst_per_tenant": 1e6,
+        }
+    )
+    server = ReplyListener(settings, store)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
