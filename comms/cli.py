@@ -884,6 +884,19 @@ def domain_drift(domain_id: str | None, tenant_id: str | None) -> None:
         click.echo(json.dumps(drift(session, row).to_json(), indent=2))
 
 
+@domain.command("remove")
+@click.argument("domain_id", metavar="ID")
+@click.option("--tenant", "tenant_id")
+def domain_remove(domain_id: str, tenant_id: str | None) -> None:
+    """Delete our records (only ours), the SES identity if unshared, and the domain."""
+    from comms.db import unit_of_work
+    from comms.domains.service import remove
+
+    with unit_of_work() as session:
+        report = remove(session, _domain(session, domain_id, tenant_id))
+    click.echo(json.dumps(report.to_json(), indent=2))
+
+
 @domain.command("notify")
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--url", required=True, help="Where domain notices (drift, paused sync) are POSTed")

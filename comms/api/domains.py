@@ -126,6 +126,15 @@ def drift_domain(domain_id: uuid.UUID, tenant_id: TenantDep) -> dict[str, Any]:
     return _act(domain_id, tenant_id, "drift")
 
 
+@router.delete("/{domain_id}")
+def delete_domain(domain_id: uuid.UUID, tenant_id: TenantDep) -> dict[str, Any]:
+    """Delete our records (never others'), the SES identity if unshared, and the domain."""
+    from comms.domains.service import remove
+
+    with unit_of_work() as session:
+        return remove(session, _get(session, domain_id, tenant_id)).to_json()
+
+
 @router.put("/{domain_id}/dns")
 def put_dns(domain_id: uuid.UUID, body: DnsIn, tenant_id: TenantDep) -> dict[str, Any]:
     """New DNS provider credentials (write-only); resumes a paused sync."""

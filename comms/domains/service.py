@@ -259,6 +259,45 @@ def unpublish(domain: Domain) -> int:
     return removed
 
 
+@dataclass
+class RemoveReport:
+    unpublished: int
+    identity_deleted: bool
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unpublished": self.unpublished, "identity_deleted": self.identity_deleted,
+            "note": self.note,
+        }  # fmt: skip
+
+
+def remove(session: Session, domain: Domain) -> RemoveReport:
+    """Delete our records (only ours), the SES identity if no other tenant uses it, the row."""
+    note = ""
+    try:
+        removed = 0 if domain.sync_paused else unpublish(domain)
+    except DnsError as exc:
+        removed, note = 0, f"records left in place: {exc}"
+    if domain.sync_paused:
+        note = f"records left in place: DNS sync is paused ({domain.sync_paused})"
+    shared = session.scalar(
+        select(Domain.id).where(Domain.name == domain.name, Domain.id != domain.id).limit(1)
+    )
+    deleted = False
+    if shared is None:
+        try:
+            ses_identity.delete_identity(domain.name, domain.region)
+            deleted = True
+        except ses_identity.SesIdentityError as exc:
+            note = (note + "; " if note else "") + str(exc)
+    tenant = session.get_one(Tenant, domain.tenant_id)
+    if tenant.reply_domain == f"news.{domain.name}":
+        tenant.reply_domain = None  # replies to it are no longer accepted
+    session.delete(domain)
+    return RemoveReport(removed, deleted, note)
+
+
 # -- checking ----------------------------------------------------------------------
 @dataclass
 class Finding:

@@ -102,3 +102,14 @@ def identity_status(domain: str, region: str) -> str:
     if status == "FAILED":
         return "failed"
     return "verified" if status == "SUCCESS" else "pending"
+
+
+def delete_identity(domain: str, region: str) -> None:
+    """Remove the SES identity (the caller checks that no other tenant still uses it)."""
+    try:
+        _client("sesv2", region).delete_email_identity(EmailIdentity=domain)
+    except ClientError as exc:
+        if _code(exc) != "NotFoundException":
+            raise SesIdentityError(f"SES identity {domain}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise SesIdentityError(f"SES identity {domain}: {exc}") from exc

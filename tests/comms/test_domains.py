@@ -478,3 +478,32 @@ def test_unpublish_deletes_only_our_records(
     assert len(cloudflare.records(ZONE)) == 10
     assert unpublish(domain) == 9
     assert [r["content"] for r in cloudflare.records(ZONE)] == ["google-site-verification=abc"]
+
+
+def test_removing_a_domain_deletes_our_records_and_an_unshared_identity(
+    env: None, session: Session, cloudflare: CloudflareStandIn, moto_url: str
+) -> None:
+    from comms.api import create_app
+    from comms.tenants import create_tenant
+
+    tenant, key = create_tenant(session, "leaving")
+    domain = add_domain(
+        session, tenant.id, ZONE, dns_provider="cloudflare",
+        dns_settings={"api_token": "good", "base_url": cloudflare.base_url},
+    )  # fmt: skip
+    publish(session, domain)
+    session.commit()
+    domain_id = domain.id
+    client = TestClient(create_app())
+    answer = client.delete(
+        f"/v1/domains/{domain_id}", headers={"Authorization": f"Bearer {key.key}"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"unpublished": 9, "identity_deleted": True, "note": ""}
+    assert cloudflare.records(ZONE) == []
+    ses = boto3.client("sesv2", region_name="us-east-1", endpoint_url=moto_url)
+    names = [i["IdentityName"] for i in ses.list_email_identities()["EmailIdentities"]]
+    ses.close()
+    assert ZONE not in names
+    session.expire_all()
+    assert session.get(Domain, domain_id) is None
