@@ -162,3 +162,9 @@ def verify_tracking(text: str) -> tuple[uuid.UUID, str | None]:
     if key is None or not hmac.compare_digest(_mac(key, b"track|" + payload), given):
         raise BadToken("tracking token does not verify")
     return delivery_id, url
+
+
+def tenant_secret(purpose: bytes, tenant_id: uuid.UUID) -> str:
+    """A per-tenant signing secret for ``purpose``, derived from the link key, never stored."""
+    kid, keys = signing_keys()
+    return hmac.new(keys[kid], purpose + b"|" + tenant_id.bytes, hashlib.sha256).hexdigest()

@@ -7,9 +7,9 @@ off and stored only envelope-encrypted; they are write-only everywhere else.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -169,6 +169,13 @@ class RotationReport:
     already_current: int
 
 
+#: every sealed column: (model, name of its secrets attribute)
+_SEALED: tuple[tuple[type[ProviderConfig] | type[Domain], str], ...] = (
+    (ProviderConfig, "secrets"),
+    (Domain, "dns_secrets"),  # sending domains' DNS provider credentials
+)
+
+
 def rotate_keys(batch_size: int = 200) -> RotationReport:
     """Re-wrap every secret under the keyring's primary key, a batch per transaction.
 
@@ -178,62 +185,38 @@ def rotate_keys(batch_size: int = 200) -> RotationReport:
     """
     from comms.db import unit_of_work
 
-    keyring = get_keyring()
-    rewrapped = 0
-    while True:
-        with unit_of_work() as session:
-            rows = session.scalars(
-                select(ProviderConfig)
-                .where(
-                    ProviderConfig.secrets.is_not(None),
-                    ProviderConfig.secrets["kid"].astext != keyring.primary_kid,
-                )
-                .limit(batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
-            for row in rows:
-                assert row.secrets is not None
-                row.secrets = keyring.rewrap(row.secrets, tenant_id=row.tenant_id, record_id=row.id)
-            rewrapped += len(rows)
-        if len(rows) < batch_size:
-            break
-    rewrapped += _rotate_domain_secrets(batch_size)
+    rewrapped = sum(_rewrap_all(model, name, batch_size) for model, name in _SEALED)
     with unit_of_work() as session:
-        current = session.scalar(
-            select(func.count())
-            .select_from(ProviderConfig)
-            .where(ProviderConfig.secrets.is_not(None))
-        )
-        current = int(current or 0) + int(
-            session.scalar(
-                select(func.count()).select_from(Domain).where(Domain.dns_secrets.is_not(None))
+        current = sum(
+            int(
+                session.scalar(
+                    select(func.count()).select_from(model).where(getattr(model, name).is_not(None))
+                )
+                or 0
             )
-            or 0
+            for model, name in _SEALED
         )
     return RotationReport(rewrapped=rewrapped, already_current=current - rewrapped)
 
 
-def _rotate_domain_secrets(batch_size: int) -> int:
-    """The same for sending domains' DNS provider credentials."""
+def _rewrap_all(model: type[ProviderConfig] | type[Domain], name: str, batch_size: int) -> int:
     from comms.db import unit_of_work
 
     keyring = get_keyring()
+    column = getattr(model, name)
     rewrapped = 0
     while True:
         with unit_of_work() as session:
             rows = session.scalars(
-                select(Domain)
-                .where(
-                    Domain.dns_secrets.is_not(None),
-                    Domain.dns_secrets["kid"].astext != keyring.primary_kid,
-                )
+                select(model)
+                .where(column.is_not(None), column["kid"].astext != keyring.primary_kid)
                 .limit(batch_size)
                 .with_for_update(skip_locked=True)
             ).all()
-            for row in rows:
-                assert row.dns_secrets is not None
-                row.dns_secrets = keyring.rewrap(
-                    row.dns_secrets, tenant_id=row.tenant_id, record_id=row.id
+            for row in cast("Sequence[ProviderConfig | Domain]", rows):
+                sealed = getattr(row, name)
+                setattr(
+                    row, name, keyring.rewrap(sealed, tenant_id=row.tenant_id, record_id=row.id)
                 )
             rewrapped += len(rows)
         if len(rows) < batch_size:

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -487,20 +485,16 @@ def _record_event(session: Session, domain: Domain, type_: str, data: dict[str, 
 
 
 def notify_secret(tenant_id: uuid.UUID) -> str:
-    import hashlib
-    import hmac
+    """The secret a tenant's notify URL verifies our signature with (derived, never stored)."""
+    from comms.links import tenant_secret
 
-    from comms.links import signing_keys
-
-    kid, keys = signing_keys()
-    return hmac.new(keys[kid], b"notify|" + tenant_id.bytes, hashlib.sha256).hexdigest()
+    return tenant_secret(b"notify", tenant_id)
 
 
 def _notify(domain: Domain, kind: str, data: dict[str, Any]) -> None:
     """A signed POST to the tenant's notify URL, best effort (the event is the record)."""
     from comms.db import unit_of_work
-    from comms.netguard import PinnedTransport
-    from comms.providers.webhook import SIGNATURE_HEADER, sign
+    from comms.providers.webhook import post_signed
 
     with unit_of_work() as session:
         url = session.scalar(select(Tenant.notify_url).where(Tenant.id == domain.tenant_id))
@@ -510,13 +504,8 @@ def _notify(domain: Domain, kind: str, data: dict[str, Any]) -> None:
     if not url:
         return
     body = json.dumps({"type": kind, "domain": domain.name, **data}).encode()
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(notify_secret(domain.tenant_id), body, int(time.time())),
-    }
     try:
-        with httpx.Client(transport=PinnedTransport(), timeout=10) as client:
-            client.post(url, content=body, headers=headers)
+        post_signed(url, body, notify_secret(domain.tenant_id), timeout=10)
     except Exception as exc:  # the notice is also kept on the domain
         log.warning("domain.notify_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -35,7 +35,7 @@ from comms.events import EventType, IncomingEvent, record
 from comms.inbound.auth import authenticate
 from comms.inbound.parser import ParsedReply, parse_message
 from comms.inbound.store import get_store
-from comms.links import BadToken, signing_keys, verify_reply
+from comms.links import BadToken, tenant_secret, verify_reply
 from comms.models import Delivery, InboundReply, Tenant
 from comms.settings import get_settings
 
@@ -237,11 +237,7 @@ def _record_events(
 # -- forwarding to the tenant's consumer -------------------------------------------
 def consumer_secret(tenant_id: uuid.UUID) -> str:
     """The secret a tenant's consumer verifies our signature with (derived, never stored)."""
-    import hashlib
-    import hmac
-
-    kid, keys = signing_keys()
-    return hmac.new(keys[kid], b"reply-consumer|" + tenant_id.bytes, hashlib.sha256).hexdigest()
+    return tenant_secret(b"reply-consumer", tenant_id)
 
 
 def reply_view(reply: InboundReply) -> dict[str, Any]:
@@ -267,7 +263,7 @@ def reply_view(reply: InboundReply) -> dict[str, Any]:
 
 def forward_reply(reply_id: uuid.UUID, client: httpx.Client | None = None) -> str:
     """POST one threaded reply to its tenant's consumer; returns what happened."""
-    from comms.providers.webhook import SIGNATURE_HEADER, sign
+    from comms.providers.webhook import post_signed
 
     with unit_of_work() as session:
         reply = session.get(InboundReply, reply_id)
@@ -281,21 +277,12 @@ def forward_reply(reply_id: uuid.UUID, client: httpx.Client | None = None) -> st
         body = json.dumps({"type": "reply", "reply": reply_view(reply)}).encode()
         secret = consumer_secret(tenant.id)
         attempts = reply.forward_attempts
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
-        "Idempotency-Key": str(reply_id),
-    }
     error: str | None = None
     try:
-        if client is None:
-            from comms.netguard import PinnedTransport
-
-            timeout = get_settings().reply_forward_timeout
-            with httpx.Client(transport=PinnedTransport(), timeout=timeout) as http:
-                response = http.post(url, content=body, headers=headers)
-        else:
-            response = client.post(url, content=body, headers=headers)
+        response = post_signed(
+            url, body, secret, timeout=get_settings().reply_forward_timeout, client=client,
+            **{"Idempotency-Key": str(reply_id)},
+        )  # fmt: skip
         if not 200 <= response.status_code < 300:
             error = f"consumer answered {response.status_code}"
     except Exception as exc:  # any failure is retried later

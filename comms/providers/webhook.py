@@ -38,6 +38,33 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def signed_headers(secret: str, body: bytes, **extra: str) -> dict[str, str]:
+    """The headers of a signed JSON POST (the scheme receivers verify with :func:`verify`)."""
+    return {
+        "User-Agent": "comms-webhook/1",
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+        **extra,
+    }
+
+
+def post_signed(
+    url: str,
+    body: bytes,
+    secret: str,
+    *,
+    timeout: float,
+    client: httpx.Client | None = None,
+    **extra: str,
+) -> httpx.Response:
+    """POST ``body`` signed to a tenant's URL, through the SSRF guard unless ``client`` is given."""
+    headers = signed_headers(secret, body, **extra)
+    if client is not None:
+        return client.post(url, content=body, headers=headers)
+    with httpx.Client(transport=PinnedTransport(), timeout=timeout) as http:
+        return http.post(url, content=body, headers=headers)
+
+
 def verify(
     secret: str, body: bytes, header: str, *, tolerance: int = 300, now: float | None = None
 ) -> bool:
@@ -100,12 +127,9 @@ class WebhookProvider(HttpApiProvider):
         return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
 
     def _post(self, body: bytes, idempotency_key: str) -> httpx.Response:
-        headers = {
-            "User-Agent": "comms-webhook/1",
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(str(self.settings["signing_secret"]), body, int(time.time())),
-            "Idempotency-Key": idempotency_key,
-        }
+        headers = signed_headers(
+            str(self.settings["signing_secret"]), body, **{"Idempotency-Key": idempotency_key}
+        )
         try:
             return self.client.post(str(self.settings["url"]), content=body, headers=headers)
         except BlockedDestination as exc:
