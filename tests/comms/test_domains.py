@@ -82,6 +82,14 @@ def env(
     reset_clients()
 
 
+def rfc2136_settings(dns_server: AuthoritativeDns) -> dict[str, Any]:
+    """The rfc2136 provider's settings for the local server, with its TSIG key."""
+    return {
+        "server": "127.0.0.1", "port": dns_server.port, "zone": ZONE,
+        "tsig_name": "comms-key.", "tsig_secret": TSIG_SECRET,
+    }  # fmt: skip
+
+
 @pytest.fixture
 def cloudflare() -> Iterator[CloudflareStandIn]:
     standin = CloudflareStandIn(tokens={"good": {"*"}, "narrow": {"other.example"}})
@@ -247,10 +255,7 @@ def test_rfc2136_from_add_to_verified_and_a_wrong_key_pauses(
 ) -> None:
     tenant = TenantFactory()
     session.commit()
-    settings = {
-        "server": "127.0.0.1", "port": dns_server.port, "zone": ZONE,
-        "tsig_name": "comms-key.", "tsig_secret": TSIG_SECRET,
-    }  # fmt: skip
+    settings = rfc2136_settings(dns_server)
     domain = add_domain(session, tenant.id, ZONE, dns_provider="rfc2136", dns_settings=settings)
     assert len(publish(session, domain).created) == 9
     assert check(session, domain).state == "verified"  # the server we updated is authoritative
@@ -267,10 +272,7 @@ def test_a_domain_verified_by_another_tenant_cannot_be_claimed(
 ) -> None:
     owner, intruder = TenantFactory(), TenantFactory()
     session.commit()
-    settings = {
-        "server": "127.0.0.1", "port": dns_server.port, "zone": ZONE,
-        "tsig_name": "comms-key.", "tsig_secret": TSIG_SECRET,
-    }  # fmt: skip
+    settings = rfc2136_settings(dns_server)
     mine = add_domain(session, owner.id, ZONE, dns_provider="rfc2136", dns_settings=settings)
     publish(session, mine)
     assert check(session, mine).state == "verified"
@@ -291,10 +293,7 @@ def test_drift_repairs_a_missing_record_and_reports_a_weakened_policy(
 ) -> None:
     tenant = TenantFactory()
     session.commit()
-    settings = {
-        "server": "127.0.0.1", "port": dns_server.port, "zone": ZONE,
-        "tsig_name": "comms-key.", "tsig_secret": TSIG_SECRET,
-    }  # fmt: skip
+    settings = rfc2136_settings(dns_server)
     domain = add_domain(session, tenant.id, ZONE, dns_provider="rfc2136", dns_settings=settings)
     publish(session, domain)
     assert check(session, domain).state == "verified"
@@ -403,10 +402,7 @@ def test_major_drift_is_notified_signed_and_a_fix_restores_verified(
     receiver = _Receiver()
     try:
         session.get_one(Tenant, tenant.id).notify_url = receiver.url
-        settings = {
-            "server": "127.0.0.1", "port": dns_server.port, "zone": ZONE,
-            "tsig_name": "comms-key.", "tsig_secret": TSIG_SECRET,
-        }  # fmt: skip
+        settings = rfc2136_settings(dns_server)
         domain = add_domain(session, tenant.id, ZONE, dns_provider="rfc2136", dns_settings=settings)
         publish(session, domain)
         assert check(session, domain).state == "verified"

@@ -11,7 +11,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.policy import default
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,8 +21,6 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from comms.campaigns import create_campaign, fire
-from comms.devsink import SinkHandler, SmtpSink
 from comms.inbound.replies import (
     consumer_secret,
     forward_due,
@@ -41,12 +38,9 @@ from comms.models import (
     InboundReply,
     SuppressionReason,
 )
-from comms.provider_configs import create_provider_config
-from comms.providers.smtp import close_all_connections
-from comms.sending import deliver
 from comms.settings import get_settings
 from comms.suppression import suppression_reason
-from schedulers.fanout import fanout_batch
+from tests.campaign_mail import send_campaign_mail
 from tests.factories import SubscriberFactory, TenantFactory
 from tests.ports import free_port
 
@@ -69,25 +63,10 @@ def sent(session: Session) -> Sent:
     subscriber = SubscriberFactory(tenant_id=tenant.id, email="ann@example.org")
     session.commit()
     set_reply_domain(session, tenant.id, DOMAIN)
-    handler = SinkHandler()
-    with SmtpSink(handler) as sink:
-        create_provider_config(
-            session, kind="smtp", name="s", tenant_id=tenant.id,
-            settings={"host": "127.0.0.1", "port": sink.port},
-        )  # fmt: skip
-        campaign = create_campaign(
-            session, tenant.id, name="n", sender="news@acme.example", subject="News", text="Hi"
-        )
-        session.commit()
-        fire(session, campaign.id, tenant.id)
-        session.commit()
-        fanout_batch(campaign.id, None, send_queue_depth=0)
-        (delivery_id,) = session.scalars(select(Delivery.id)).all()
-        deliver(delivery_id)
-        close_all_connections()
-    mail = email.message_from_bytes(handler.received[0].raw, policy=default)
-    assert isinstance(mail, email.message.EmailMessage)
-    return Sent(tenant.id, delivery_id, subscriber.id, campaign.id, mail)
+    campaign_id, delivery_id, mail = send_campaign_mail(
+        session, tenant.id, sender="news@acme.example", subject="News", text="Hi"
+    )
+    return Sent(tenant.id, delivery_id, subscriber.id, campaign_id, mail)
 
 
 @pytest.fixture

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import email
 import re
 import uuid
 from collections.abc import Iterator
-from email.policy import default
 
 import pytest
 import redis
@@ -15,14 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from comms.api import create_app
-from comms.campaigns import create_campaign, fire
-from comms.devsink import SinkHandler, SmtpSink
 from comms.links import sign_tracking
-from comms.models import Delivery, Event
-from comms.provider_configs import create_provider_config
-from comms.providers.smtp import close_all_connections
-from comms.sending import deliver
-from schedulers.fanout import fanout_batch
+from comms.models import Event
+from tests.campaign_mail import send_campaign_mail
 from tests.factories import SubscriberFactory, TenantFactory
 
 HTML = (
@@ -41,24 +34,9 @@ def client(session: Session) -> Iterator[TestClient]:
 def _send(session: Session, *, tracking: bool) -> tuple[uuid.UUID, str]:
     tenant = TenantFactory()
     SubscriberFactory(tenant_id=tenant.id, email="ann@example.org")
-    handler = SinkHandler()
-    with SmtpSink(handler) as sink:
-        create_provider_config(
-            session, kind="smtp", name="s", tenant_id=tenant.id,
-            settings={"host": "127.0.0.1", "port": sink.port},
-        )  # fmt: skip
-        campaign = create_campaign(
-            session, tenant.id, name="n", sender="news@acme.example", subject="s",
-            html=HTML, tracking=tracking,
-        )  # fmt: skip
-        session.commit()
-        fire(session, campaign.id, tenant.id)
-        session.commit()
-        fanout_batch(campaign.id, None, send_queue_depth=0)
-        (delivery_id,) = session.scalars(select(Delivery.id)).all()
-        deliver(delivery_id)
-        close_all_connections()
-    mail = email.message_from_bytes(handler.received[0].raw, policy=default)
+    _, delivery_id, mail = send_campaign_mail(
+        session, tenant.id, sender="news@acme.example", html=HTML, tracking=tracking
+    )
     body = mail.get_body(("html",))
     assert body is not None
     return delivery_id, str(body.get_content())

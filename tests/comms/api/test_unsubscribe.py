@@ -9,14 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from comms.api import create_app
-from comms.campaigns import create_campaign, fire
-from comms.devsink import SinkHandler, SmtpSink
 from comms.models import SuppressionReason
-from comms.provider_configs import create_provider_config
-from comms.providers.smtp import close_all_connections
-from comms.sending import deliver
 from comms.suppression import suppression_reason
-from schedulers.fanout import fanout_batch
+from tests.campaign_mail import send_campaign_mail
 from tests.factories import SubscriberFactory, TenantFactory
 
 
@@ -31,30 +26,7 @@ def test_campaign_mail_carries_one_click_headers_and_a_working_link(
 ) -> None:
     tenant = TenantFactory()
     subscriber = SubscriberFactory(tenant_id=tenant.id, email="ann@example.org")
-    handler = SinkHandler()
-    with SmtpSink(handler) as sink:
-        create_provider_config(
-            session, kind="smtp", name="s", tenant_id=tenant.id,
-            settings={"host": "127.0.0.1", "port": sink.port},
-        )  # fmt: skip
-        campaign = create_campaign(
-            session, tenant.id, name="n", sender="news@example.com", subject="s", text="Hello"
-        )
-        session.commit()
-        fire(session, campaign.id, tenant.id)
-        session.commit()
-        fanout_batch(campaign.id, None, send_queue_depth=0)
-        from sqlalchemy import select
-
-        from comms.models import Delivery
-
-        (delivery_id,) = session.scalars(select(Delivery.id)).all()
-        deliver(delivery_id)
-        close_all_connections()
-    from email import message_from_bytes
-    from email.policy import default
-
-    mail = message_from_bytes(handler.received[0].raw, policy=default)
+    _, _, mail = send_campaign_mail(session, tenant.id, sender="news@example.com", text="Hello")
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     https, mailto = (part.strip(" <>") for part in str(mail["List-Unsubscribe"]).split(","))
     assert https.startswith("http://127.0.0.1:8025/u/") and mailto.startswith("mailto:")
