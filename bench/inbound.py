@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import smtplib
-import socket
 import sys
 import tempfile
 import threading
@@ -24,12 +23,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Nothing:
@@ -83,7 +76,7 @@ def main() -> int:
     from aiosmtpd.controller import Controller
 
     from comms.db import migrate, unit_of_work
-    from comms.devstack import DevStack
+    from comms.devstack import DevStack, free_port
     from comms.endpoints import get_endpoints
     from comms.inbound.replies import set_reply_domain
     from comms.inbound.store import LocalStore
@@ -121,7 +114,7 @@ def main() -> int:
             recipient = reply_address(delivery_id, "news.bench.example")
 
         print(f"inbound listener, {args.clients} clients x {args.messages} messages")
-        baseline = Controller(_Nothing(), hostname="127.0.0.1", port=_free_port())
+        baseline = Controller(_Nothing(), hostname="127.0.0.1", port=free_port())
         baseline.start()
         try:
             base = _timed(
@@ -133,7 +126,7 @@ def main() -> int:
 
         settings = get_settings().model_copy(
             update={
-                "inbound_port": _free_port(),
+                "inbound_port": free_port(),
                 "inbound_rate_per_tenant": 1e6,
                 "inbound_burst_per_tenant": 1e6,
                 "inbound_max_connections": args.clients + 5,

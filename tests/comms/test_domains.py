@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from comms.devstack import free_port
 from comms.domains.records import (
     dmarc_strength,
     expected_records,
@@ -38,7 +39,6 @@ from comms.settings import reset_settings
 from tests.cloudflare_standin import CloudflareStandIn
 from tests.dnsfake import AuthoritativeDns
 from tests.factories import TenantFactory
-from tests.ports import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # moto's Flask
 ZONE = "acme.example"

@@ -16,13 +16,13 @@ import dns.update
 import pytest
 from sqlalchemy.orm import Session
 
+from comms.devstack import free_port
 from comms.domains.dns import lookup
 from comms.domains.service import add_domain, check, drift, publish
 from comms.domains.ses_identity import reset_clients
 from comms.settings import reset_settings
 from tests.bindserver import KEY_NAME, SECRET, ZONE, bind_server, named_binary
 from tests.factories import TenantFactory
-from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.skipif(named_binary() is None, reason="BIND 9 (named) is not installed"),

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from comms.devstack import free_port
 from comms.inbound.replies import (
     consumer_secret,
     forward_due,
@@ -42,7 +43,6 @@ from comms.settings import get_settings
 from comms.suppression import suppression_reason
 from tests.campaign_mail import send_campaign_mail
 from tests.factories import SubscriberFactory, TenantFactory
-from tests.ports import free_port
 
 DOMAIN = "news.acme.example"
 

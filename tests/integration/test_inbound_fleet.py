@@ -12,14 +12,13 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from comms.devstack import StackInfo
+from comms.devstack import StackInfo, free_port
 from comms.inbound.replies import set_reply_domain
 from comms.inbound.store import Envelope, LocalStore
 from comms.links import reply_address
 from comms.models import Event, InboundReply
 from tests.factories import DeliveryFactory, TenantFactory
 from tests.integration.conftest import Fleet, wait_until
-from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 DOMAIN = "news.acme.example"

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from comms.devstack import free_port
 from comms.providers import (
     ConfigurationError,
     OutboundEmail,
@@ -19,7 +20,6 @@ from comms.providers import (
     TransientError,
 )
 from comms.providers.ses import SesProvider, classify
-from tests.ports import free_port
 
 SECRET = "moto-secret-key-Zx9"
 

@@ -16,9 +16,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from comms.devsink import SinkHandler, SmtpSink
+from comms.devstack import free_port
 from comms.providers import ConfigurationError, OutboundEmail, PermanentError, ThrottledError
 from comms.providers.smtp import SmtpProvider, close_all_connections
-from tests.ports import free_port
 
 
 def _email(to: str = "ann@example.org") -> OutboundEmail:
