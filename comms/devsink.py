@@ -94,11 +94,9 @@ class SmtpSink:
     ) -> None:
         self.handler = handler or SinkHandler()
         if port == 0:
-            import socket
+            from comms.devstack import free_port
 
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
+            port = free_port()
         self.port = port
         auth: dict[str, Any] = (
             # loopback only: AUTH without TLS is acceptable for a test sink
